@@ -1,0 +1,95 @@
+"""Every setting of the project, read from the environment in one place.
+
+Each variable is documented in docs/configuration.md; defaults work on one machine.
+Modules call ``get_settings()`` instead of reading ``os.environ`` themselves, so a test
+can point everything at its own stack by changing the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Pinned engine versions (see docs/architecture.md for why these exact ones).
+KAFKA_VERSION = "4.1.1"
+SPARK_KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.1"
+# The Python delta-spark is 4.4.1; Maven Central serves no 4.4.1 jar for Spark 4.1, so
+# the JVM side uses 4.4.0, the newest Delta jar built for Spark 4.1.
+DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
+
+
+class ConfigError(Exception):
+    """A setting or a service is wrong; the message says what and how to fix it."""
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    root: str
+    cache: Path
+    kafka_bootstrap_servers: str
+    kafka_controller_port: int
+    kafka_topic: str
+    kafka_partitions: int
+    database_url: str | None
+    database_reader_url: str | None
+    pg_port: int
+    spark_master: str
+    spark_ui: bool
+    spark_shuffle_partitions: int
+    trigger_seconds: float
+    log_level: str
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def kafka_host(self) -> str:
+        return self.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[0]
+
+    @property
+    def external_postgres(self) -> bool:
+        return bool(self.database_url)
+
+    def table_path(self, table: str) -> str:
+        """Storage location of a table named ``layer.name`` under LAKEHOUSE_ROOT."""
+        return f"{self.root.rstrip('/')}/{table.replace('.', '/')}"
+
+    def checkpoint_path(self, query: str) -> str:
+        return f"{self.root.rstrip('/')}/_checkpoints/{query}"
+
+
+def get_settings() -> Settings:
+    home = Path(os.environ.get("LAKEHOUSE_HOME") or REPO_ROOT / "var").resolve()
+    root = os.environ.get("LAKEHOUSE_ROOT") or str(home / "tables")
+    return Settings(
+        home=home,
+        root=root,
+        cache=Path(os.environ.get("LAKEHOUSE_CACHE") or Path.home() / ".cache" / "lakehouse"),
+        kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092",
+        kafka_controller_port=_int("KAFKA_CONTROLLER_PORT", 9093),
+        kafka_topic=os.environ.get("KAFKA_TOPIC") or "server-live-status",
+        kafka_partitions=_int("KAFKA_PARTITIONS", 3),
+        database_url=os.environ.get("DATABASE_URL") or None,
+        database_reader_url=os.environ.get("DATABASE_READER_URL") or None,
+        pg_port=_int("LAKEHOUSE_PG_PORT", 5432),
+        spark_master=os.environ.get("SPARK_MASTER") or "local[*]",
+        spark_ui=os.environ.get("SPARK_UI", "0") == "1",
+        spark_shuffle_partitions=_int("SPARK_SHUFFLE_PARTITIONS", 4),
+        trigger_seconds=float(os.environ.get("LAKEHOUSE_TRIGGER_SECONDS") or 2),
+        log_level=(os.environ.get("LAKEHOUSE_LOG_LEVEL") or "INFO").upper(),
+    )

@@ -1,0 +1,174 @@
+"""Every Delta table of the lakehouse, declared once: name, grain, keys, schema.
+
+The pipeline, the checks, the serving sync, the CLI and docs/tables.md all read these
+declarations; a column is never named in two places.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# (column, Spark SQL type, description)
+Column = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # "layer.name"
+    grain: str  # what one row is
+    keys: tuple[str, ...]  # unique together
+    columns: tuple[Column, ...]
+    partition_by: tuple[str, ...] = ()
+    serve: bool = False  # copied to PostgreSQL for the dashboard
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c[0] for c in self.columns]
+
+    @property
+    def ddl(self) -> str:
+        return ", ".join(f"`{n}` {t}" for n, t, _ in self.columns)
+
+
+KAFKA_COORDINATES: tuple[Column, ...] = (
+    ("topic", "STRING", "Kafka topic the record came from"),
+    ("partition", "INT", "Kafka partition"),
+    ("offset", "BIGINT", "Kafka offset within the partition"),
+)
+
+BRONZE_EVENTS = Table(
+    name="bronze.events",
+    grain="one row per Kafka record, exactly as received",
+    keys=("topic", "partition", "offset"),
+    columns=(
+        ("key", "BINARY", "record key as received (the server id)"),
+        ("value", "BINARY", "record value as received"),
+        ("value_text", "STRING", "the value decoded as UTF-8 (invalid bytes replaced)"),
+        *KAFKA_COORDINATES,
+        ("kafka_timestamp", "TIMESTAMP", "Kafka record timestamp"),
+        ("headers", "ARRAY<STRUCT<key: STRING, value: BINARY>>", "record headers"),
+        ("ingested_at", "TIMESTAMP", "when the pipeline wrote the row"),
+        ("ingest_date", "DATE", "partition column: date of ingested_at (UTC)"),
+    ),
+    partition_by=("ingest_date",),
+)
+
+SILVER_EVENTS = Table(
+    name="silver.events",
+    grain="one row per distinct valid status event",
+    keys=("event_key",),
+    columns=(
+        ("event_key", "STRING", "identity used for de-duplication: v1 event_id, or a hash of the seed-format record"),
+        ("event_id", "STRING", "event id as sent (UUID for v1, a per-run counter for the seed format)"),
+        ("server_id", "STRING", "server id (null for the seed format, which has none)"),
+        ("server_type", "STRING", "one of the 13 server types"),
+        ("country_code", "STRING", "ISO 3166 alpha-2 code of the data center's country"),
+        ("country_name", "STRING", "country name"),
+        ("city", "STRING", "data-center city"),
+        ("status_color", "STRING", "Green, Orange or Red"),
+        ("severity_level", "STRING", "Severity 3 (Green), 2 (Orange) or 1 (Red)"),
+        ("estimated_resolution_time", "INT", "estimated issue resolution time"),
+        ("event_time", "TIMESTAMP", "when the event happened (UTC)"),
+        ("source_format", "STRING", "v1 or seed"),
+        ("is_late", "BOOLEAN", "event time older than the lateness horizon when ingested"),
+        *KAFKA_COORDINATES,
+        ("ingested_at", "TIMESTAMP", "bronze ingestion time"),
+    ),
+)
+
+SILVER_QUARANTINE = Table(
+    name="silver.quarantine",
+    grain="one row per bronze record that failed a quality rule",
+    keys=("topic", "partition", "offset"),
+    columns=(
+        ("value", "BINARY", "raw payload as received"),
+        ("value_text", "STRING", "payload decoded as UTF-8, for reading (truncated to 4 KB)"),
+        *KAFKA_COORDINATES,
+        ("failed_rules", "ARRAY<STRING>", "names of the rules the record failed"),
+        ("reason", "STRING", "readable reason"),
+        ("ingested_at", "TIMESTAMP", "bronze ingestion time"),
+        ("quarantined_at", "TIMESTAMP", "when the record was quarantined"),
+    ),
+)
+
+GOLD_STATUS_BY_LOCATION = Table(
+    name="gold.status_by_location",
+    grain="one row per (country_code, country_name, city, status_color, severity_level)",
+    keys=("country_code", "country_name", "city", "status_color", "severity_level"),
+    columns=(
+        ("country_code", "STRING", "country code"),
+        ("country_name", "STRING", "country name"),
+        ("city", "STRING", "city"),
+        ("status_color", "STRING", "status colour"),
+        ("severity_level", "STRING", "severity level"),
+        ("event_count", "BIGINT", "number of events"),
+        ("total_estimated_resolution_time", "BIGINT", "sum of estimated resolution times"),
+    ),
+    serve=True,
+)
+
+GOLD_STATUS_BY_MINUTE = Table(
+    name="gold.status_by_minute",
+    grain="one row per (one-minute event-time window, status_color, server_type)",
+    keys=("window_start", "status_color", "server_type"),
+    columns=(
+        ("window_start", "TIMESTAMP", "start of the one-minute event-time window (UTC)"),
+        ("window_end", "TIMESTAMP", "end of the window"),
+        ("status_color", "STRING", "status colour"),
+        ("server_type", "STRING", "server type"),
+        ("event_count", "BIGINT", "number of events"),
+        ("total_estimated_resolution_time", "BIGINT", "sum of estimated resolution times"),
+        ("avg_estimated_resolution_time", "DOUBLE", "average estimated resolution time"),
+        ("max_estimated_resolution_time", "INT", "maximum estimated resolution time"),
+    ),
+    serve=True,
+)
+
+GOLD_SERVER_STATE = Table(
+    name="gold.server_state",
+    grain="one row per server (v1 events; late events excluded)",
+    keys=("server_id",),
+    columns=(
+        ("server_id", "STRING", "server id"),
+        ("server_type", "STRING", "server type"),
+        ("country_code", "STRING", "country code"),
+        ("country_name", "STRING", "country name"),
+        ("city", "STRING", "city"),
+        ("status_color", "STRING", "latest status by event time"),
+        ("severity_level", "STRING", "latest severity"),
+        ("status_since", "TIMESTAMP", "event time at which the server entered its current status"),
+        ("last_event_time", "TIMESTAMP", "event time of its latest event"),
+        ("last_event_id", "STRING", "id of its latest event"),
+        ("estimated_resolution_time", "INT", "latest estimated resolution time"),
+    ),
+    serve=True,
+)
+
+GOLD_INCIDENTS = Table(
+    name="gold.incidents",
+    grain="one row per incident: a server's stretch away from Green",
+    keys=("incident_id",),
+    columns=(
+        ("incident_id", "STRING", "server id and start time"),
+        ("server_id", "STRING", "server id"),
+        ("server_type", "STRING", "server type"),
+        ("country_code", "STRING", "country code"),
+        ("country_name", "STRING", "country name"),
+        ("city", "STRING", "city"),
+        ("started_at", "TIMESTAMP", "event time the server left Green"),
+        ("ended_at", "TIMESTAMP", "event time it returned to Green (null while open)"),
+        ("duration_seconds", "BIGINT", "ended_at - started_at (null while open)"),
+        ("worst_severity", "STRING", "worst severity seen during the incident"),
+        ("is_open", "BOOLEAN", "still open"),
+    ),
+    serve=True,
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (
+    BRONZE_EVENTS, SILVER_EVENTS, SILVER_QUARANTINE,
+    GOLD_STATUS_BY_LOCATION, GOLD_STATUS_BY_MINUTE, GOLD_SERVER_STATE, GOLD_INCIDENTS,
+)}
