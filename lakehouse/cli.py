@@ -7,6 +7,7 @@ A ConfigError (bad setting, missing service) prints one line and exits 2, never 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -69,6 +70,62 @@ def _simulate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _stream(args: argparse.Namespace) -> int:
+    from lakehouse import pipeline
+
+    settings = get_settings()
+    if args.trigger is not None:
+        os.environ["LAKEHOUSE_TRIGGER_SECONDS"] = str(args.trigger)
+        settings = get_settings()
+    return pipeline.run(settings, available_now=args.available_now)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from lakehouse import pipeline
+
+    figures = pipeline.replay(get_settings())
+    print(f"replayed bronze version {figures['bronze_version']}: {figures['rows_in']} records -> "
+          f"{figures['rows_out']} silver events; gold rebuilt")
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from lakehouse import storage
+    from lakehouse.spark import get_spark
+    from serving import sync
+
+    settings = get_settings()
+    spark = get_spark("lakehouse-sync", settings)
+    storage.ensure_tables(spark, settings)
+    for table, rows in sync.sync_all(spark, settings).items():
+        print(f"{table:<28} {'up to date' if rows is None else f'{rows} rows written'}")
+    return 0
+
+
+def _tables(args: argparse.Namespace) -> int:
+    from lakehouse import inspect
+    from lakehouse.spark import get_spark
+
+    settings = get_settings()
+    inspect.render(inspect.tables(get_spark("lakehouse-cli", settings), settings), args.format)
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from lakehouse import inspect, storage
+    from lakehouse.spark import get_spark
+
+    settings = get_settings()
+    storage.table_for(args.table)
+    if args.version is not None and args.version < 0:
+        raise ConfigError(f"version must be 0 or more, got {args.version}")
+    df = inspect.snapshot(get_spark("lakehouse-cli", settings), settings, args.table,
+                          version=args.version, as_of=args.as_of)
+    rows = [r.asDict(recursive=True) for r in (df.limit(args.limit) if args.limit else df).collect()]
+    inspect.render(rows, args.format)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lakehouse", description="Streaming lakehouse for data-center server monitoring.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -81,6 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_stack_up)
     stack_sub.add_parser("status", help="exit 0 only when every service answers").set_defaults(func=_stack_status)
     stack_sub.add_parser("down", help="stop what `up` started").set_defaults(func=_stack_down)
+
+    st = sub.add_parser("stream", help="run bronze, silver and gold continuously (Ctrl-C stops between batches)",
+                        description="Kafka -> bronze -> silver -> gold -> PostgreSQL, in one Spark application.")
+    st.add_argument("--available-now", action="store_true", help="process everything available, then exit 0")
+    st.add_argument("--trigger", type=float, metavar="SECONDS", help="micro-batch interval (default $LAKEHOUSE_TRIGGER_SECONDS)")
+    st.set_defaults(func=_stream)
+    sub.add_parser("replay", help="rebuild silver and gold from bronze (new table versions)",
+                   description="Rebuild silver and gold from the bronze event log. Stop `lakehouse stream` first; "
+                               "it resumes after the replay.").set_defaults(func=_replay)
+    sub.add_parser("sync", help="copy gold to PostgreSQL once (incremental, exactly once)").set_defaults(func=_sync)
+    tb = sub.add_parser("tables", help="list the tables with their current version and row count")
+    tb.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    tb.set_defaults(func=_tables)
+    q = sub.add_parser("query", help="print a table's rows, now or at a past version or time")
+    q.add_argument("table", help="e.g. gold.status_by_location")
+    when = q.add_mutually_exclusive_group()
+    when.add_argument("--version", type=int, help="read the table as of this version")
+    when.add_argument("--as-of", metavar="TIMESTAMP", help="read the table as of this time (ISO 8601, UTC unless given)")
+    q.add_argument("--limit", type=int, default=100, help="at most this many rows (0: all; default 100)")
+    q.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    q.set_defaults(func=_query)
 
     from simulator.cli import add_arguments
 

@@ -35,6 +35,16 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -51,6 +61,10 @@ class Settings:
     spark_ui: bool
     spark_shuffle_partitions: int
     trigger_seconds: float
+    max_offsets_per_trigger: int
+    seed_timezone: str
+    late_after: str
+    dedup_horizon_hours: int
     log_level: str
 
     @property
@@ -90,6 +104,10 @@ def get_settings() -> Settings:
         spark_master=os.environ.get("SPARK_MASTER") or "local[*]",
         spark_ui=os.environ.get("SPARK_UI", "0") == "1",
         spark_shuffle_partitions=_int("SPARK_SHUFFLE_PARTITIONS", 4),
-        trigger_seconds=float(os.environ.get("LAKEHOUSE_TRIGGER_SECONDS") or 2),
+        trigger_seconds=_float("LAKEHOUSE_TRIGGER_SECONDS", 2.0),
+        max_offsets_per_trigger=_int("LAKEHOUSE_MAX_OFFSETS_PER_TRIGGER", 200_000),
+        seed_timezone=os.environ.get("LAKEHOUSE_SEED_TIMEZONE") or "UTC",
+        late_after=os.environ.get("LAKEHOUSE_LATE_AFTER") or "1 HOUR",
+        dedup_horizon_hours=_int("LAKEHOUSE_DEDUP_HORIZON_HOURS", 48),
         log_level=(os.environ.get("LAKEHOUSE_LOG_LEVEL") or "INFO").upper(),
     )

@@ -1,0 +1,225 @@
+"""Runs the layers in one Spark application: continuously, until nothing is left
+(available-now), or rebuilt from bronze (replay).
+
+bronze -> silver -> gold are three streaming queries chained through Delta tables. A
+listener logs one line per micro-batch per layer; a sync thread copies gold to
+PostgreSQL after every gold batch, retrying with backoff while PostgreSQL is away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+
+from pyspark.sql.streaming import StreamingQueryListener
+
+from lakehouse import storage
+from lakehouse.bronze import stream as bronze
+from lakehouse.gold import stream as gold
+from lakehouse.rules import validate_rules
+from lakehouse.settings import ConfigError, Settings
+from lakehouse.silver import stream as silver
+from lakehouse.tables import BRONZE_EVENTS, SILVER_EVENTS
+
+log = logging.getLogger(__name__)
+LAYERS = (bronze, silver, gold)
+TABLE_OF = {"bronze": BRONZE_EVENTS.name, "silver": SILVER_EVENTS.name, "gold": "gold.status_by_location"}
+
+
+class BatchLog(StreamingQueryListener):
+    """One structured log line per micro-batch per layer, and its figures for PostgreSQL."""
+
+    def __init__(self, stats: dict, batches: queue.Queue, gold_done: threading.Event):
+        self.stats, self.batches, self.gold_done = stats, batches, gold_done
+
+    def onQueryStarted(self, event):
+        pass
+
+    def onQueryProgress(self, event):
+        p = event.progress
+        extra = self.stats.pop((p.name, p.batchId), None)
+        if p.numInputRows == 0 and extra is None:
+            return
+        lags = [int(float(s.metrics.get("maxOffsetsBehindLatest", 0) or 0)) for s in p.sources if s.metrics]
+        fields = {"layer": p.name, "batch_id": p.batchId, "rows_in": p.numInputRows,
+                  "rows_out": p.numInputRows, "quarantined": 0, "duplicates_dropped": 0,
+                  **(extra or {}), "duration_ms": p.durationMs.get("triggerExecution", 0),
+                  "kafka_lag": max(lags) if lags else None}
+        log.info("batch", extra={"fields": fields})
+        self.batches.put(fields)
+        if p.name == gold.QUERY:
+            self.gold_done.set()
+
+    def onQueryIdle(self, event):
+        pass
+
+    def onQueryTerminated(self, event):
+        pass
+
+
+class Syncer(threading.Thread):
+    """Copies gold to PostgreSQL after each gold batch; backs off while PostgreSQL is down."""
+
+    def __init__(self, spark, settings: Settings, batches: queue.Queue, wake: threading.Event):
+        super().__init__(name="serving-sync", daemon=True)
+        self.spark, self.settings, self.batches, self.wake = spark, settings, batches, wake
+        self.stopping = threading.Event()
+        self.conn = None
+        self.pending: list[dict] = []
+
+    def run(self) -> None:
+        delay = 1.0
+        while not self.stopping.is_set():
+            self.wake.wait(timeout=max(self.settings.trigger_seconds, 1.0))
+            self.wake.clear()
+            try:
+                self.sync_once()
+                delay = 1.0
+            except Exception as e:  # PostgreSQL away: keep the high-water mark, try again later
+                log.warning("serving sync failed, retrying in %.0fs: %s", delay, str(e).splitlines()[0])
+                self._close()
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def sync_once(self) -> None:
+        from serving import sync
+
+        if self.conn is None:
+            self.conn = sync.connect(self.settings)
+        while True:
+            try:
+                self.pending.append(self.batches.get_nowait())
+            except queue.Empty:
+                break
+        written = sync.sync_all(self.spark, self.settings, self.conn)
+        sync.record_batches(self.conn, self.pending)
+        self.pending.clear()
+        changed = {k: v for k, v in written.items() if v is not None}
+        if changed:
+            log.info("synced to postgres", extra={"fields": changed})
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.join(timeout=60)
+        self._close()
+
+
+def _pidfile(settings: Settings) -> Path:
+    return settings.home / "stream.pid"
+
+
+def _claim(settings: Settings) -> None:
+    from lakehouse.stack import _read_pid
+
+    pid = _read_pid(_pidfile(settings))
+    if pid and pid != os.getpid():
+        raise ConfigError(f"`lakehouse stream` is already running (pid {pid}); stop it first")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    _pidfile(settings).write_text(str(os.getpid()))
+
+
+def _session(settings: Settings):
+    from lakehouse.spark import get_spark
+
+    validate_rules()
+    spark = get_spark("lakehouse-stream", settings)
+    storage.ensure_tables(spark, settings)
+    return spark
+
+
+def run(settings: Settings, *, available_now: bool = False) -> int:
+    """``lakehouse stream``: all layers, until Ctrl-C/SIGTERM or, with available_now, until caught up."""
+    _claim(settings)
+    try:
+        spark = _session(settings)
+        stats: dict = {}
+        batches: queue.Queue = queue.Queue()
+        gold_done = threading.Event()
+        spark.streams.addListener(BatchLog(stats, batches, gold_done))
+
+        def on_batch(layer: str, batch_id: int, figures: dict) -> None:
+            stats[(layer, batch_id)] = figures
+
+        syncer = Syncer(spark, settings, batches, gold_done)
+        if available_now:
+            for layer in LAYERS:
+                layer.start(spark, settings, {"availableNow": True}, on_batch).awaitTermination()
+            time.sleep(0.5)  # let the listener deliver the last progress events
+            syncer.sync_once()
+            syncer._close()
+            return 0
+        syncer.start()
+        code = _supervise(spark, settings, on_batch)
+        syncer.stop()
+        return code
+    finally:
+        _pidfile(settings).unlink(missing_ok=True)
+
+
+def _supervise(spark, settings: Settings, on_batch) -> int:
+    """Run the three queries; restart one that fails (Kafka away, ...) from its checkpoint."""
+    trigger = {"processingTime": f"{settings.trigger_seconds} seconds"}
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    queries = {layer: layer.start(spark, settings, trigger, on_batch) for layer in LAYERS}
+    log.info("streaming", extra={"fields": {"topic": settings.kafka_topic, "root": settings.root,
+                                            "trigger_s": settings.trigger_seconds}})
+    retry_at: dict = {}
+    while not stop.wait(1.0):
+        for layer, q in list(queries.items()):
+            if q is None or q.isActive:
+                continue
+            if layer not in retry_at:
+                err = q.exception()
+                log.error("query failed, restarting from its checkpoint in 5s",
+                          extra={"fields": {"layer": layer.QUERY, "error": str(err).splitlines()[0] if err else None}})
+                retry_at[layer] = time.monotonic() + 5
+            elif time.monotonic() >= retry_at.pop(layer):
+                queries[layer] = layer.start(spark, settings, trigger, on_batch)
+    log.info("stopping between batches")
+    for q in queries.values():
+        deadline = time.monotonic() + 60
+        while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        q.stop()
+    return 0
+
+
+def replay(settings: Settings) -> dict:
+    """``lakehouse replay``: rebuild silver and gold from bronze, as new table versions."""
+    _claim(settings)
+    try:
+        spark = _session(settings)
+        bronze_version = storage.version(spark, settings, BRONZE_EVENTS.name)
+        snapshot = spark.read.format("delta").option("versionAsOf", bronze_version) \
+            .load(settings.table_path(BRONZE_EVENTS.name))
+        figures = silver.rebuild(snapshot, settings)
+        gold.rebuild(spark, settings)
+        for layer in (silver, gold):
+            storage.restart_after_replay(settings, layer.QUERY)
+        figures["bronze_version"] = bronze_version
+        try:
+            from serving import sync
+
+            sync.sync_all(spark, settings)
+        except Exception as e:
+            log.warning("replay done, but the serving sync failed (it catches up on the next stream or "
+                        "`lakehouse sync`): %s", str(e).splitlines()[0])
+        return figures
+    finally:
+        _pidfile(settings).unlink(missing_ok=True)

@@ -1,0 +1,132 @@
+"""Silver: parse both wire formats into one schema, judge every record by the rules,
+split valid from quarantined, and keep one row per event.
+
+Pure ``DataFrame -> DataFrame`` functions; the streaming edge is ``silver.stream``.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from lakehouse.contracts import SEED_DATETIME_FORMAT, V1_REQUIRED
+from lakehouse.rules import DUPLICATE_RULE, MAX_MESSAGE_BYTES, RULES, Rule
+from lakehouse.tables import SILVER_EVENTS, SILVER_QUARANTINE
+
+SEED_REQUIRED = (
+    "event_server_status_color_name_severity_level", "event_datetime", "event_server_type", "event_country_code",
+    "event_country_name", "event_city_name", "event_estimated_issue_resolution_time", "event_id",
+)
+QUARANTINE_TEXT_LIMIT = 4096
+
+
+def _get(path: str, typ: str = "string") -> str:
+    return f"try_variant_get(v, '$.{path}', '{typ}')"
+
+
+def _missing(fields: tuple[str, ...]) -> str:
+    items = ", ".join(f"CASE WHEN variant_get(v, '$.{f}', 'variant') IS NULL THEN '{f}' END" for f in fields)
+    return f"filter(array({items}), x -> x IS NOT NULL)"
+
+
+def _by_format(v1: str, seed: str) -> F.Column:
+    return F.expr(f"CASE fmt WHEN 'v1' THEN {v1} WHEN 'seed' THEN {seed} END")
+
+
+def parse(bronze: DataFrame, *, seed_timezone: str = "UTC", late_after: str = "1 HOUR") -> DataFrame:
+    """Bronze rows -> the same rows plus ``v`` (VARIANT), ``fmt`` and the clean event fields.
+
+    The format is detected per record: v1 carries ``schema_version``, the original
+    project's messages carry ``event_server_status_color_name_severity_level``. Original
+    ``event_datetime`` values are local times without a zone, read in ``seed_timezone``.
+    """
+    packed = _get("event_server_status_color_name_severity_level")
+    seed_time = f"to_utc_timestamp(try_to_timestamp({_get('event_datetime')}, '{_java_pattern()}'), '{seed_timezone}')"
+    return (
+        bronze
+        .withColumn("v", F.expr(f"CASE WHEN octet_length(value) <= {MAX_MESSAGE_BYTES} "
+                                f"AND is_valid_utf8(CAST(value AS STRING)) THEN try_parse_json(CAST(value AS STRING)) END"))
+        .withColumn("fmt", F.expr(
+            "CASE WHEN variant_get(v, '$.schema_version', 'variant') IS NOT NULL THEN 'v1' "
+            "WHEN variant_get(v, '$.event_server_status_color_name_severity_level', 'variant') IS NOT NULL THEN 'seed' END"))
+        .withColumn("missing_fields", _by_format(_missing(V1_REQUIRED), _missing(SEED_REQUIRED)))
+        .withColumn("event_id", F.expr(_get("event_id")))
+        .withColumn("server_id", _by_format(_get("server_id"), "CAST(NULL AS STRING)"))
+        .withColumn("server_type", _by_format(_get("server_type"), _get("event_server_type")))
+        .withColumn("country_code", _by_format(_get("country_code"), _get("event_country_code")))
+        .withColumn("country_name", _by_format(_get("country_name"), _get("event_country_name")))
+        .withColumn("city", _by_format(_get("city"), _get("event_city_name")))
+        .withColumn("status_color", _by_format(_get("status_color"), f"element_at(split({packed}, '[|]'), 1)"))
+        .withColumn("severity_level", _by_format(_get("severity_level"), f"element_at(split({packed}, '[|]'), 2)"))
+        .withColumn("estimated_resolution_time", _by_format(_get("estimated_resolution_time", "int"),
+                                                            _get("event_estimated_issue_resolution_time", "int")))
+        .withColumn("event_time", _by_format(_get("event_time", "timestamp"), seed_time))
+        .withColumn("event_key", _by_format("concat('v1:', event_id)", "concat('seed:', sha2(value, 256))"))
+        .withColumn("source_format", F.col("fmt"))
+        .withColumn("is_late", F.expr(f"event_time < ingested_at - INTERVAL {late_after}"))
+    )
+
+
+def _java_pattern() -> str:
+    return SEED_DATETIME_FORMAT.replace("%Y", "yyyy").replace("%m", "MM").replace("%d", "dd") \
+        .replace("%H", "HH").replace("%M", "mm").replace("%S", "ss")
+
+
+def _failures(rules: list[Rule]) -> str:
+    items = ", ".join(f"CASE WHEN coalesce({r.check}, false) THEN NULL ELSE '{r.name}' END" for r in rules)
+    return f"filter(array({items}), x -> x IS NOT NULL)"
+
+
+def judge(parsed: DataFrame, rules: tuple[Rule, ...] = RULES) -> DataFrame:
+    """Add ``failed_rules`` (quarantine policy, first failing stage only), ``warnings`` and ``reason``."""
+    blocking = [r for r in rules if r.policy == "quarantine"]
+    stages = sorted({r.stage for r in blocking})
+    out = parsed
+    for s in stages:
+        out = out.withColumn(f"_stage{s}", F.expr(_failures([r for r in blocking if r.stage == s])))
+    first_failing = "CASE " + " ".join(f"WHEN size(_stage{s}) > 0 THEN _stage{s}" for s in stages) \
+        + " ELSE CAST(array() AS ARRAY<STRING>) END"
+    warn = [r for r in rules if r.policy == "warn"]
+    out = out.withColumn("failed_rules", F.expr(first_failing)).drop(*[f"_stage{s}" for s in stages])
+    out = out.withColumn("warnings", F.expr(_failures(warn)) if warn else F.expr("CAST(array() AS ARRAY<STRING>)"))
+    reasons = ", ".join(f"'{r.name}', '{r.reason}'" for r in rules)
+    return out.withColumn("reason", F.expr(
+        f"array_join(transform(failed_rules, r -> CASE WHEN r = 'required_fields' "
+        f"THEN concat(map({reasons})[r], ': ', array_join(missing_fields, ', ')) ELSE map({reasons})[r] END), '; ')"))
+
+
+def valid_events(judged: DataFrame) -> DataFrame:
+    """Records that passed every blocking rule, in the silver.events schema."""
+    return judged.where(F.size("failed_rules") == 0).select(*SILVER_EVENTS.column_names)
+
+
+def quarantined(judged: DataFrame) -> DataFrame:
+    """Records that failed a rule, in the silver.quarantine schema."""
+    return judged.where(F.size("failed_rules") > 0).select(*_quarantine_columns())
+
+
+def _quarantine_columns() -> list:
+    return [
+        "value",
+        F.substring("value_text", 1, QUARANTINE_TEXT_LIMIT).alias("value_text"),
+        "topic", "partition", "offset", "failed_rules", "reason", "ingested_at",
+        F.current_timestamp().alias("quarantined_at"),
+    ]
+
+
+def first_per_event(events: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Split into (first record of each event_key, the later copies), first by Kafka position."""
+    w = Window.partitionBy("event_key").orderBy("ingested_at", "topic", "partition", "offset")
+    ranked = events.withColumn("_n", F.row_number().over(w))
+    return ranked.where("_n = 1").drop("_n"), ranked.where("_n > 1").drop("_n")
+
+
+def as_duplicates(copies: DataFrame, bronze: DataFrame) -> DataFrame:
+    """Later copies of an event -> quarantine rows under the duplicate rule, with their raw payload."""
+    raw = bronze.select("topic", "partition", "offset", "value", "value_text")
+    return (copies.select("topic", "partition", "offset", "event_key", "ingested_at")
+            .join(raw, ["topic", "partition", "offset"])
+            .withColumn("failed_rules", F.array(F.lit(DUPLICATE_RULE.name)))
+            .withColumn("reason", F.concat(F.lit(DUPLICATE_RULE.reason + " (event_key "), F.col("event_key"), F.lit(")")))
+            .select(*_quarantine_columns()))
