@@ -12,7 +12,7 @@ help: ## list the targets, in the order data flows
 
 setup: $(STAMP) ## install what is missing: system packages, .venv, pinned Python packages (idempotent)
 
-$(STAMP): pyproject.toml constraints.txt scripts/setup.sh
+$(STAMP): pyproject.toml constraints.txt package.json package-lock.json scripts/setup.sh
 	bash scripts/setup.sh
 	@touch $@
 

@@ -126,6 +126,12 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from dashboard.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lakehouse", description="Streaming lakehouse for data-center server monitoring.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -138,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_stack_up)
     stack_sub.add_parser("status", help="exit 0 only when every service answers").set_defaults(func=_stack_status)
     stack_sub.add_parser("down", help="stop what `up` started").set_defaults(func=_stack_down)
+
+    from simulator.cli import add_arguments
+
+    sim = sub.add_parser("simulate", help="stream simulated server status events into Kafka",
+                         description="A data-center fleet streaming status events, with fault injection.")
+    add_arguments(sim)
+    sim.set_defaults(func=_simulate)
 
     st = sub.add_parser("stream", help="run bronze, silver and gold continuously (Ctrl-C stops between batches)",
                         description="Kafka -> bronze -> silver -> gold -> PostgreSQL, in one Spark application.")
@@ -160,12 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
     q.set_defaults(func=_query)
 
-    from simulator.cli import add_arguments
+    from dashboard.cli import add_arguments as dashboard_arguments
 
-    sim = sub.add_parser("simulate", help="stream simulated server status events into Kafka",
-                         description="A data-center fleet streaming status events, with fault injection.")
-    add_arguments(sim)
-    sim.set_defaults(func=_simulate)
+    dash = sub.add_parser("dashboard", help="serve the Django dashboard (reads PostgreSQL with the read-only role)",
+                          description="The live dashboard: overview, pivot, servers, incidents, pipeline.")
+    dashboard_arguments(dash)
+    dash.set_defaults(func=_dashboard)
     return parser
 
 

@@ -72,7 +72,7 @@ RULES: tuple[Rule, ...] = (
     Rule("schema_version", 4, f"fmt = 'seed' OR try_variant_get(v, '$.schema_version', 'int') = {V1_SCHEMA_VERSION}",
          f"v1 message with a schema_version other than {V1_SCHEMA_VERSION}"),
     Rule("event_time_valid", 4, "event_time IS NOT NULL", "event time cannot be parsed"),
-    Rule("event_time_not_future", 4, f"event_time <= ingested_at + CASE fmt WHEN 'seed' THEN {SEED_FUTURE_TOLERANCE} ELSE {FUTURE_TOLERANCE} END",
+    Rule("event_time_not_future", 4, f"event_time IS NULL OR event_time <= ingested_at + CASE fmt WHEN 'seed' THEN {SEED_FUTURE_TOLERANCE} ELSE {FUTURE_TOLERANCE} END",
          "event time is in the future"),
     Rule("status_known", 4, f"status_color IN {_in(SEVERITY_BY_STATUS)}", "unknown status colour"),
     Rule("severity_matches_status", 4, f"severity_level = coalesce({_SEVERITY_CASE}, severity_level)",

@@ -33,4 +33,27 @@ say "installing Python packages (pinned by constraints.txt)"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
 .venv/bin/python -m pip check
+
+# Front-end assets of the dashboard: the npm packages pinned by package-lock.json, copied
+# into dashboard/static/vendor/ (git-ignored), from where Django serves them: no CDN.
+if ! command -v npm >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: npm not found; install Node.js 18 or newer (sudo apt-get install nodejs npm) and run make setup again" >&2
+    exit 1
+  fi
+  say "installing nodejs npm"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+say "installing front-end packages (pinned by package-lock.json)"
+npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+vendor=dashboard/static/vendor
+rm -rf "$vendor"
+mkdir -p "$vendor"/echarts "$vendor"/jquery "$vendor"/jquery-ui "$vendor"/pivottable
+cp node_modules/echarts/dist/echarts.min.js node_modules/echarts/LICENSE "$vendor"/echarts/
+cp node_modules/jquery/dist/jquery.min.js node_modules/jquery/LICENSE.txt "$vendor"/jquery/
+cp node_modules/jquery-ui/dist/jquery-ui.min.js node_modules/jquery-ui/LICENSE.txt "$vendor"/jquery-ui/
+cp node_modules/pivottable/dist/pivot.min.js node_modules/pivottable/dist/pivot.min.css node_modules/pivottable/LICENSE.md "$vendor"/pivottable/
+# Flexmonster loads its toolbar, themes and libraries from its component folder: copy it whole.
+cp -R node_modules/flexmonster "$vendor"/flexmonster
 say "setup done"
