@@ -149,40 +149,61 @@ def run(settings: Settings, *, available_now: bool = False) -> int:
         stats: dict = {}
         batches: queue.Queue = queue.Queue()
         gold_done = threading.Event()
-        spark.streams.addListener(BatchLog(stats, batches, gold_done))
+        listener = BatchLog(stats, batches, gold_done)
+        spark.streams.addListener(listener)
 
         def on_batch(layer: str, batch_id: int, figures: dict) -> None:
             stats[(layer, batch_id)] = figures
 
         syncer = Syncer(spark, settings, batches, gold_done)
-        if available_now:
-            for layer in LAYERS:
-                layer.start(spark, settings, {"availableNow": True}, on_batch).awaitTermination()
-            time.sleep(0.5)  # let the listener deliver the last progress events
-            syncer.sync_once()
-            syncer._close()
-            return 0
-        syncer.start()
-        code = _supervise(spark, settings, on_batch)
-        syncer.stop()
-        return code
+        try:
+            if available_now:
+                for layer in LAYERS:
+                    if _ready(spark, settings, layer):
+                        layer.start(spark, settings, {"availableNow": True}, on_batch).awaitTermination()
+                time.sleep(0.5)  # let the listener deliver the last progress events
+                try:
+                    syncer.sync_once()
+                except Exception as e:
+                    log.error("tables are up to date, but the copy to PostgreSQL failed (run `lakehouse sync` "
+                              "when it is back): %s", str(e).splitlines()[0])
+                    return 1
+                finally:
+                    syncer._close()
+                return 0
+            syncer.start()
+            code = _supervise(spark, settings, on_batch)
+            syncer.stop()
+            return code
+        finally:
+            spark.streams.removeListener(listener)
     finally:
         _pidfile(settings).unlink(missing_ok=True)
 
 
+def _ready(spark, settings: Settings, layer) -> bool:
+    return layer.SOURCE is None or storage.ready_to_stream(spark, settings, layer.SOURCE, layer.QUERY)
+
+
 def _supervise(spark, settings: Settings, on_batch) -> int:
-    """Run the three queries; restart one that fails (Kafka away, ...) from its checkpoint."""
+    """Run the three queries; restart one that fails (Kafka away, ...) from its checkpoint.
+    After a replay, a layer starts once its source has a version the replay did not cover."""
     trigger = {"processingTime": f"{settings.trigger_seconds} seconds"}
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    queries = {layer: layer.start(spark, settings, trigger, on_batch) for layer in LAYERS}
+    queries = {layer: layer.start(spark, settings, trigger, on_batch) if _ready(spark, settings, layer) else None
+               for layer in LAYERS}
     log.info("streaming", extra={"fields": {"topic": settings.kafka_topic, "root": settings.root,
                                             "trigger_s": settings.trigger_seconds}})
     retry_at: dict = {}
     while not stop.wait(1.0):
         for layer, q in list(queries.items()):
-            if q is None or q.isActive:
+            if q is None:
+                if _ready(spark, settings, layer):
+                    queries[layer] = layer.start(spark, settings, trigger, on_batch)
+                continue
+            if q.isActive:
                 continue
             if layer not in retry_at:
                 err = q.exception()
@@ -192,7 +213,7 @@ def _supervise(spark, settings: Settings, on_batch) -> int:
             elif time.monotonic() >= retry_at.pop(layer):
                 queries[layer] = layer.start(spark, settings, trigger, on_batch)
     log.info("stopping between batches")
-    for q in queries.values():
+    for q in filter(None, queries.values()):
         deadline = time.monotonic() + 60
         while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -210,8 +231,8 @@ def replay(settings: Settings) -> dict:
             .load(settings.table_path(BRONZE_EVENTS.name))
         figures = silver.rebuild(snapshot, settings)
         gold.rebuild(spark, settings)
-        for layer in (silver, gold):
-            storage.restart_after_replay(settings, layer.QUERY)
+        storage.restart_after_replay(settings, silver.QUERY, bronze_version + 1)
+        storage.restart_after_replay(settings, gold.QUERY, storage.version(spark, settings, SILVER_EVENTS.name) + 1)
         figures["bronze_version"] = bronze_version
         try:
             from serving import sync

@@ -2,7 +2,8 @@
 
 Each check is a Spark SQL predicate over the columns that ``silver.transforms.parse``
 adds (``v`` is the message parsed as a VARIANT, ``fmt`` its detected format). A record
-fails a rule when the predicate is false or null. Rules run in stages: a record that
+fails a rule when the predicate is false or null. Content rules let a missing value pass:
+a missing field is reported once, by ``required_fields``. Rules run in stages: a record that
 fails a stage is judged on that stage alone (a message that is not JSON is not also
 reported as missing every field).
 
@@ -71,15 +72,19 @@ RULES: tuple[Rule, ...] = (
          "a field has the wrong JSON type"),
     Rule("schema_version", 4, f"fmt = 'seed' OR try_variant_get(v, '$.schema_version', 'int') = {V1_SCHEMA_VERSION}",
          f"v1 message with a schema_version other than {V1_SCHEMA_VERSION}"),
-    Rule("event_time_valid", 4, "event_time IS NOT NULL", "event time cannot be parsed"),
+    Rule("event_time_valid", 4, f"event_time IS NOT NULL OR NOT ({_type('event_time')} <=> 'STRING' "
+                               f"OR {_type('event_datetime')} <=> 'STRING')",
+         "event time cannot be parsed"),
     Rule("event_time_not_future", 4, f"event_time IS NULL OR event_time <= ingested_at + CASE fmt WHEN 'seed' THEN {SEED_FUTURE_TOLERANCE} ELSE {FUTURE_TOLERANCE} END",
          "event time is in the future"),
-    Rule("status_known", 4, f"status_color IN {_in(SEVERITY_BY_STATUS)}", "unknown status colour"),
-    Rule("severity_matches_status", 4, f"severity_level = coalesce({_SEVERITY_CASE}, severity_level)",
+    Rule("status_known", 4, f"status_color IS NULL OR status_color IN {_in(SEVERITY_BY_STATUS)}",
+         "unknown status colour"),
+    Rule("severity_matches_status", 4, f"severity_level IS NULL OR severity_level = coalesce({_SEVERITY_CASE}, severity_level)",
          "severity level does not match the status colour"),
-    Rule("server_type_known", 4, f"server_type IN {_in(SERVER_TYPES)}", "unknown server type"),
-    Rule("country_code_format", 4, "country_code RLIKE '^[A-Z]{2}$'", "country code is not two capital letters"),
-    Rule("resolution_time_range", 4, "estimated_resolution_time BETWEEN 0 AND 1440",
+    Rule("server_type_known", 4, f"server_type IS NULL OR server_type IN {_in(SERVER_TYPES)}", "unknown server type"),
+    Rule("country_code_format", 4, "country_code IS NULL OR country_code RLIKE '^[A-Z]{2}$'",
+         "country code is not two capital letters"),
+    Rule("resolution_time_range", 4, "estimated_resolution_time IS NULL OR estimated_resolution_time BETWEEN 0 AND 1440",
          "estimated resolution time outside 0..1440"),
 )
 

@@ -15,7 +15,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Pinned engine versions (see docs/architecture.md for why these exact ones).
 KAFKA_VERSION = "4.1.1"
-SPARK_KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.1"
+SPARK_KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.3"
+# 4.1.3's Kafka connector fixes a crash on restart (SPARK-57438: a NullPointerException in
+# the source's metrics when a query resumes an uncommitted batch). Its small token-provider
+# dependency is not served at 4.1.3 by our registry, so 4.1.1's, the same code, stands in.
+SPARK_TOKEN_PROVIDER = "org.apache.spark:spark-token-provider-kafka-0-10_2.13"
+SPARK_TOKEN_PROVIDER_PACKAGE = f"{SPARK_TOKEN_PROVIDER}:4.1.1"
 # The Python delta-spark is 4.4.1; Maven Central serves no 4.4.1 jar for Spark 4.1, so
 # the JVM side uses 4.4.0, the newest Delta jar built for Spark 4.1.
 DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"

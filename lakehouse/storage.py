@@ -2,7 +2,9 @@
 
 Writes inside ``foreachBatch`` carry a transaction id (application id + batch id): when
 Spark re-runs a batch after a crash, Delta sees the id already committed and skips the
-write. Appends use the writer options ``txnAppId``/``txnVersion``; MERGE uses the session
+write. The application id names the table and the streaming query's id, which lives in
+its checkpoint: batch ids start again at 0 with a new checkpoint (after a replay), and so
+does the application id. Appends use the writer options ``txnAppId``/``txnVersion``; MERGE uses the session
 settings of the same name, set on the micro-batch's own session (one per streaming query).
 """
 
@@ -47,17 +49,22 @@ def read(spark: SparkSession, settings: Settings, name: str) -> DataFrame:
     return spark.read.format("delta").load(settings.table_path(name))
 
 
-def append_once(df: DataFrame, settings: Settings, name: str, batch_id: int) -> None:
-    """Append, skipped if this batch id was already committed for this table."""
+def query_id(spark: SparkSession, settings: Settings, query: str) -> str:
+    """The id of a streaming query, as written in its checkpoint when it first started."""
+    return spark.read.json(settings.checkpoint_path(query) + "/metadata").first()["id"]
+
+
+def append_once(df: DataFrame, settings: Settings, name: str, writer: str, batch_id: int) -> None:
+    """Append, skipped if ``writer`` (a query id) already committed this batch id to this table."""
     (df.write.format("delta").mode("append")
-     .option("txnAppId", name).option("txnVersion", batch_id)
+     .option("txnAppId", f"{name}/{writer}").option("txnVersion", batch_id)
      .save(settings.table_path(name)))
 
 
 @contextmanager
-def once(spark: SparkSession, name: str, batch_id: int):
-    """Make the Delta DML inside (MERGE, UPDATE, DELETE) idempotent for this batch id."""
-    spark.conf.set(TXN_APP_ID, name)
+def once(spark: SparkSession, name: str, writer: str, batch_id: int):
+    """Make the Delta DML inside (MERGE, UPDATE, DELETE) idempotent for ``writer``'s batch id."""
+    spark.conf.set(TXN_APP_ID, f"{name}/{writer}")
     spark.conf.set(TXN_VERSION, str(batch_id))
     try:
         yield
@@ -83,7 +90,7 @@ def _start_marker(settings: Settings, query: str) -> Path:
 
 def stream_from(spark: SparkSession, settings: Settings, name: str, query: str) -> DataFrame:
     """A Delta streaming source for ``query``: from its checkpoint, or, right after a replay
-    removed the checkpoint, from the changes made after the replay."""
+    removed the checkpoint, from the first version the replay did not cover."""
     reader = spark.readStream.format("delta")
     marker = _start_marker(settings, query)
     if not Path(settings.checkpoint_path(query)).exists() and marker.exists():
@@ -91,12 +98,21 @@ def stream_from(spark: SparkSession, settings: Settings, name: str, query: str) 
     return reader.load(settings.table_path(name))
 
 
-def restart_after_replay(settings: Settings, query: str) -> None:
-    """Drop ``query``'s checkpoint so it resumes with what its source gets after the replay
-    (the replay already covered everything before; the streams are stopped meanwhile)."""
+def ready_to_stream(spark: SparkSession, settings: Settings, name: str, query: str) -> bool:
+    """False while a replay's starting version for ``query`` does not exist in its source yet
+    (Delta refuses a starting version beyond the table's last)."""
+    marker = _start_marker(settings, query)
+    if Path(settings.checkpoint_path(query)).exists() or not marker.exists():
+        return True
+    return version(spark, settings, name) >= int(marker.read_text().strip())
+
+
+def restart_after_replay(settings: Settings, query: str, next_version: int) -> None:
+    """Drop ``query``'s checkpoint so it resumes at ``next_version`` of its source, the first
+    version the replay did not cover (the streams are stopped during a replay)."""
     import shutil
 
     shutil.rmtree(settings.checkpoint_path(query), ignore_errors=True)
     marker = _start_marker(settings, query)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text("latest")
+    marker.write_text(str(next_version))

@@ -19,6 +19,7 @@ SERVED: dict[str, Table] = {t.name: t for t in TABLES.values() if t.serve}
 BOOKKEEPING_DDL = """
 CREATE TABLE IF NOT EXISTS sync_state (
     table_name text PRIMARY KEY,
+    table_id text NOT NULL,
     delta_version bigint NOT NULL,
     synced_at timestamptz NOT NULL DEFAULT now()
 );

@@ -1,6 +1,7 @@
 """Copy gold to PostgreSQL, incrementally and exactly once.
 
-For each served table, ``sync_state`` holds the Delta version last copied. A sync reads
+For each served table, ``sync_state`` holds the Delta version last copied (and the
+table's Delta id: a table created anew, elsewhere or again, is copied whole). A sync reads
 the table's Change Data Feed from the next version to the current one, keeps the last
 change of each key, and upserts (``INSERT ... ON CONFLICT``) or deletes those rows, then
 moves the high-water mark, all in one PostgreSQL transaction: a retry after a failure
@@ -81,11 +82,14 @@ def _delete(cur, table: Table, keys: list[tuple]) -> None:
 
 def sync_table(spark: SparkSession, settings: Settings, conn, table: Table) -> int | None:
     """Bring one served table up to its current Delta version; returns rows written, or None if current."""
+    from delta.tables import DeltaTable
+
     current = storage.version(spark, settings, table.name)
+    table_id = DeltaTable.forPath(spark, settings.table_path(table.name)).detail().first()["id"]
     with conn.cursor() as cur:
-        cur.execute("SELECT delta_version FROM sync_state WHERE table_name = %s FOR UPDATE", [table.name])
+        cur.execute("SELECT delta_version, table_id FROM sync_state WHERE table_name = %s FOR UPDATE", [table.name])
         row = cur.fetchone()
-        last = row[0] if row else None
+        last = row[0] if row and row[1] == table_id else None
         if last is not None and last >= current:
             conn.rollback()
             return None
@@ -104,9 +108,10 @@ def sync_table(spark: SparkSession, settings: Settings, conn, table: Table) -> i
                 _upsert(cur, table, rows)
             if gone:
                 _delete(cur, table, gone)
-        cur.execute("INSERT INTO sync_state (table_name, delta_version, synced_at) VALUES (%s, %s, now()) "
-                    "ON CONFLICT (table_name) DO UPDATE SET delta_version = EXCLUDED.delta_version, "
-                    "synced_at = EXCLUDED.synced_at", [table.name, current])
+        cur.execute("INSERT INTO sync_state (table_name, table_id, delta_version, synced_at) "
+                    "VALUES (%s, %s, %s, now()) ON CONFLICT (table_name) DO UPDATE SET "
+                    "table_id = EXCLUDED.table_id, delta_version = EXCLUDED.delta_version, "
+                    "synced_at = EXCLUDED.synced_at", [table.name, table_id, current])
     conn.commit()
     return len(rows)
 

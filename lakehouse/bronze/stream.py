@@ -12,6 +12,7 @@ from lakehouse.bronze.transforms import to_bronze
 from lakehouse.settings import Settings
 from lakehouse.tables import BRONZE_EVENTS
 
+SOURCE = None  # reads Kafka
 QUERY = "bronze"
 
 

@@ -24,6 +24,7 @@ from lakehouse.tables import (
     Table,
 )
 
+SOURCE = SILVER_EVENTS.name  # the Delta table it streams from
 QUERY = "gold"
 
 
@@ -31,12 +32,12 @@ def _on_keys(table: Table) -> str:
     return " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
 
 
-def _merge(spark: SparkSession, settings: Settings, table: Table, source: DataFrame, batch_id: int,
+def _merge(spark: SparkSession, settings: Settings, table: Table, source: DataFrame, writer: str, batch_id: int,
            update: dict[str, str] | None = None) -> None:
     target = DeltaTable.forPath(spark, settings.table_path(table.name)).alias("t")
     merge = target.merge(source.alias("s"), _on_keys(table))
     merge = merge.whenMatchedUpdate(set=update) if update else merge.whenMatchedUpdateAll()
-    with storage.once(spark, table.name, batch_id):
+    with storage.once(spark, table.name, writer, batch_id):
         merge.whenNotMatchedInsertAll().execute()
 
 
@@ -44,12 +45,12 @@ _ADD = {"event_count": "t.event_count + s.event_count",
         "total_estimated_resolution_time": "t.total_estimated_resolution_time + s.total_estimated_resolution_time"}
 
 
-def process_batch(events: DataFrame, batch_id: int, settings: Settings) -> dict:
+def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: str) -> dict:
     spark = events.sparkSession
     events = events.persist()
     try:
-        _merge(spark, settings, GOLD_STATUS_BY_LOCATION, T.status_by_location(events), batch_id, _ADD)
-        _merge(spark, settings, GOLD_STATUS_BY_MINUTE, T.status_by_minute(events), batch_id, {
+        _merge(spark, settings, GOLD_STATUS_BY_LOCATION, T.status_by_location(events), writer, batch_id, _ADD)
+        _merge(spark, settings, GOLD_STATUS_BY_MINUTE, T.status_by_minute(events), writer, batch_id, {
             **_ADD,
             "max_estimated_resolution_time": "greatest(t.max_estimated_resolution_time, s.max_estimated_resolution_time)",
             "avg_estimated_resolution_time": "(t.total_estimated_resolution_time + s.total_estimated_resolution_time)"
@@ -60,8 +61,8 @@ def process_batch(events: DataFrame, batch_id: int, settings: Settings) -> dict:
         new_state, incidents = T.server_timeline(events, state, open_incidents)
         # Pin both to the state before this batch, then write.
         new_state, incidents = new_state.localCheckpoint(), incidents.localCheckpoint()
-        _merge(spark, settings, GOLD_INCIDENTS, incidents, batch_id)
-        _merge(spark, settings, GOLD_SERVER_STATE, new_state, batch_id)
+        _merge(spark, settings, GOLD_INCIDENTS, incidents, writer, batch_id)
+        _merge(spark, settings, GOLD_SERVER_STATE, new_state, writer, batch_id)
         n = events.count()
         return {"rows_in": n, "rows_out": n}
     finally:
@@ -69,8 +70,11 @@ def process_batch(events: DataFrame, batch_id: int, settings: Settings) -> dict:
 
 
 def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> StreamingQuery:
+    writer: list[str] = []
+
     def run(df: DataFrame, batch_id: int) -> None:
-        on_batch(QUERY, batch_id, process_batch(df, batch_id, settings))
+        writer[:] = writer or [storage.query_id(df.sparkSession, settings, QUERY)]
+        on_batch(QUERY, batch_id, process_batch(df, batch_id, settings, writer[0]))
 
     return (storage.stream_from(spark, settings, SILVER_EVENTS.name, QUERY)
             .writeStream.queryName(QUERY).foreachBatch(run)

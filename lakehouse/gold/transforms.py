@@ -83,7 +83,7 @@ def server_timeline(events: DataFrame, state: DataFrame, open_incidents: DataFra
     red = f"status_color != '{GREEN}'"
     spans = (rows.where(f"NOT is_prior AND ({red} OR _ended)")
              .groupBy("server_id", "_run")
-             .agg(*[F.first(c).alias(c) for c in _SERVER_ATTRS],
+             .agg(*[F.max_by(c, "event_time").alias(c) for c in _SERVER_ATTRS],
                   F.min(F.when(F.expr(red), F.col("event_time"))).alias("_start"),
                   F.min(F.when(F.col("_ended"), F.col("event_time"))).alias("ended_at"),
                   F.min(F.when(F.expr(red), F.col("severity_level"))).alias("_worst")))
@@ -100,7 +100,7 @@ def server_timeline(events: DataFrame, state: DataFrame, open_incidents: DataFra
                      "ELSE concat(server_id, '@', date_format(started_at, \"yyyy-MM-dd'T'HH:mm:ss.SSS'Z'\")) END"))
                  .where("started_at IS NOT NULL")
                  .withColumn("duration_seconds",
-                             F.expr("CAST(unix_timestamp(ended_at) - unix_timestamp(started_at) AS BIGINT)"))
+                             F.expr("timestampdiff(SECOND, started_at, ended_at)"))
                  .withColumn("is_open", F.col("ended_at").isNull())
                  .select(*GOLD_INCIDENTS.column_names))
     return new_state, incidents

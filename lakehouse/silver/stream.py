@@ -19,6 +19,7 @@ from lakehouse.settings import Settings
 from lakehouse.silver import transforms as T
 from lakehouse.tables import BRONZE_EVENTS, SILVER_EVENTS, SILVER_QUARANTINE
 
+SOURCE = BRONZE_EVENTS.name  # the Delta table it streams from
 QUERY = "silver"
 
 
@@ -40,15 +41,15 @@ def known_keys(spark: SparkSession, settings: Settings) -> DataFrame:
             .where(F.col("ingested_at") >= F.lit(cutoff)).select("event_key"))
 
 
-def process_batch(bronze: DataFrame, batch_id: int, settings: Settings) -> dict:
+def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: str) -> dict:
     spark = bronze.sparkSession
     bronze = bronze.persist()
     try:
         fresh, quarantine, _ = split(bronze, settings, known_keys(spark, settings))
         # Computed once, against silver as it was before this batch, then written.
         fresh, quarantine = fresh.localCheckpoint(), quarantine.localCheckpoint()
-        storage.append_once(quarantine, settings, SILVER_QUARANTINE.name, batch_id)
-        storage.append_once(fresh, settings, SILVER_EVENTS.name, batch_id)
+        storage.append_once(quarantine, settings, SILVER_QUARANTINE.name, writer, batch_id)
+        storage.append_once(fresh, settings, SILVER_EVENTS.name, writer, batch_id)
         counts = quarantine.groupBy().agg(
             F.count(F.lit(1)).alias("quarantined"),
             F.count(F.when(F.array_contains("failed_rules", "unique_event"), 1)).alias("duplicates")).first()
@@ -60,8 +61,11 @@ def process_batch(bronze: DataFrame, batch_id: int, settings: Settings) -> dict:
 
 
 def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> StreamingQuery:
+    writer: list[str] = []
+
     def run(df: DataFrame, batch_id: int) -> None:
-        on_batch(QUERY, batch_id, process_batch(df, batch_id, settings))
+        writer[:] = writer or [storage.query_id(df.sparkSession, settings, QUERY)]
+        on_batch(QUERY, batch_id, process_batch(df, batch_id, settings, writer[0]))
 
     return (storage.stream_from(spark, settings, BRONZE_EVENTS.name, QUERY)
             .writeStream.queryName(QUERY).foreachBatch(run)

@@ -21,8 +21,14 @@ SEED_REQUIRED = (
 QUARANTINE_TEXT_LIMIT = 4096
 
 
+_JSON_TYPES = {"string": "('STRING')", "int": "('TINYINT', 'SMALLINT', 'INT', 'BIGINT')", "timestamp": "('STRING')"}
+
+
 def _get(path: str, typ: str = "string") -> str:
-    return f"try_variant_get(v, '$.{path}', '{typ}')"
+    """The field as ``typ`` only when its JSON type is right (a number is not read as a string,
+    nor an array as text): a wrongly typed field is null here and caught by ``field_types``."""
+    return (f"CASE WHEN schema_of_variant(variant_get(v, '$.{path}', 'variant')) IN {_JSON_TYPES[typ]} "
+            f"THEN try_variant_get(v, '$.{path}', '{typ}') END")
 
 
 def _missing(fields: tuple[str, ...]) -> str:
