@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt package.json package-lock.json scripts/
 	@touch $@
 
 stream: setup ## start the stack and everything on it, in the foreground; Ctrl-C stops it all
-	$(BIN)/lakehouse stack up --foreground
+	$(BIN)/lakehouse up
 
 test: setup ## run every test; integration tests start their own stack on free ports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 
@@ -24,23 +23,7 @@ def _stack_up(args: argparse.Namespace) -> int:
     stack.up(settings)
     code = _print_status(settings)
     print(f"stack up in {time.monotonic() - started:.1f}s (state in {settings.home})")
-    if args.foreground:
-        _wait_for_signal()
-        stack.down(settings)
-        print("stack stopped")
     return code
-
-
-def _wait_for_signal() -> None:
-    """Block until Ctrl-C or SIGTERM."""
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    print("press Ctrl-C to stop", flush=True)
-    try:
-        while not stop:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
 
 
 def _print_status(settings) -> int:
@@ -68,6 +51,12 @@ def _simulate(args: argparse.Namespace) -> int:
     from simulator.cli import run
 
     return run(args)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from lakehouse import up
+
+    return up.run(get_settings(), rate=args.rate, port=args.port)
 
 
 def _stream(args: argparse.Namespace) -> int:
@@ -136,12 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lakehouse", description="Streaming lakehouse for data-center server monitoring.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    everything = sub.add_parser("up", help="run everything in the foreground: stack, simulator, pipeline, dashboard",
+                                description="What `make stream` runs. Prints the dashboard's URL; Ctrl-C stops it all.")
+    everything.add_argument("--rate", type=float, default=float(os.environ.get("LAKEHOUSE_SIM_RATE") or 20),
+                            help="simulated events per second (default $LAKEHOUSE_SIM_RATE, else 20)")
+    everything.add_argument("--port", type=int, default=int(os.environ.get("DASHBOARD_PORT") or 8000),
+                            help="dashboard port (default $DASHBOARD_PORT, else 8000)")
+    everything.set_defaults(func=_up)
+
     stack_p = sub.add_parser("stack", help="start, check and stop the local Kafka and PostgreSQL",
                              description="The local stack: Kafka (KRaft) and PostgreSQL, state under $LAKEHOUSE_HOME.")
     stack_sub = stack_p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = stack_sub.add_parser("up", help="start Kafka and PostgreSQL (harmless when already up)")
-    up.add_argument("--foreground", action="store_true", help="stay in the foreground and stop the stack on Ctrl-C")
-    up.set_defaults(func=_stack_up)
+    stack_sub.add_parser("up", help="start Kafka and PostgreSQL (harmless when already up)").set_defaults(func=_stack_up)
     stack_sub.add_parser("status", help="exit 0 only when every service answers").set_defaults(func=_stack_status)
     stack_sub.add_parser("down", help="stop what `up` started").set_defaults(func=_stack_down)
 
@@ -173,12 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
     q.set_defaults(func=_query)
 
+    from lakehouse import bench, timetravel
+
+    timetravel.add_commands(sub)
+
     from dashboard.cli import add_arguments as dashboard_arguments
 
     dash = sub.add_parser("dashboard", help="serve the Django dashboard (reads PostgreSQL with the read-only role)",
                           description="The live dashboard: overview, pivot, servers, incidents, pipeline.")
     dashboard_arguments(dash)
     dash.set_defaults(func=_dashboard)
+    bench.add_commands(sub)
     return parser
 
 

@@ -42,7 +42,7 @@ def _parse_time(text: str) -> dt.datetime:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(f"cannot parse timestamp {text!r}; use ISO 8601, e.g. 2026-11-28T10:05:00Z") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def snapshot(spark, settings: Settings, name: str, *, version: int | None = None, as_of: str | None = None):
@@ -58,9 +58,9 @@ def snapshot(spark, settings: Settings, name: str, *, version: int | None = None
         reader = reader.option("versionAsOf", version)
     elif as_of is not None:
         when = _parse_time(as_of)
-        if when < first["timestamp"].replace(tzinfo=dt.timezone.utc):
+        if when < first["timestamp"].replace(tzinfo=dt.UTC):
             raise ConfigError(f"{name} did not exist yet at {as_of}; available: {span}")
-        reader = reader.option("timestampAsOf", when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f"))
+        reader = reader.option("timestampAsOf", when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
     return reader.load(settings.table_path(name))
 
 

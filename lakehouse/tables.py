@@ -172,3 +172,30 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     BRONZE_EVENTS, SILVER_EVENTS, SILVER_QUARANTINE,
     GOLD_STATUS_BY_LOCATION, GOLD_STATUS_BY_MINUTE, GOLD_SERVER_STATE, GOLD_INCIDENTS,
 )}
+
+
+def markdown() -> str:
+    """docs/tables.md: every table and the silver rules (tests/test_docs.py keeps the file equal to this)."""
+    from lakehouse.rules import DUPLICATE_RULE, RULES
+
+    stages = {1: "bytes", 2: "JSON", 3: "format", 4: "content", 5: "duplicates"}
+    out = ["# Tables", "",
+           "Generated from `lakehouse/tables.py` and `lakehouse/rules.py`; do not edit by hand. Regenerate with",
+           "`.venv/bin/python -c 'from lakehouse.tables import markdown; print(markdown(), end=\"\")' > docs/tables.md`",
+           "(`tests/test_docs.py` fails while this file differs). Tables live under `$LAKEHOUSE_ROOT/<layer>/<name>`.",
+           ""]
+    for t in TABLES.values():
+        served = f"yes, as `{t.name.split('.', 1)[1]}`" if t.serve else "no"
+        out += [f"## {t.name}", "", f"Grain: {t.grain}.", "",
+                f"- keys: {', '.join(f'`{k}`' for k in t.keys)}",
+                f"- partitioned by: {', '.join(f'`{p}`' for p in t.partition_by) or 'none'}",
+                f"- served to PostgreSQL: {served}", "",
+                "| column | type | description |", "| --- | --- | --- |"]
+        out += [f"| `{n}` | `{typ}` | {d.replace('|', chr(92) + '|')} |" for n, typ, d in t.columns]
+        out.append("")
+    out += ["## Silver quality rules", "",
+            "A record fails a rule when the rule's check is false or null. Stages run in order and a record is",
+            "judged on the first stage it fails; `quarantine` routes it to `silver.quarantine`, `warn` keeps it.", "",
+            "| rule | stage | policy | reason |", "| --- | --- | --- | --- |"]
+    out += [f"| `{r.name}` | {r.stage} ({stages[r.stage]}) | {r.policy} | {r.reason} |" for r in (*RULES, DUPLICATE_RULE)]
+    return "\n".join(out) + "\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -70,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"send N events, then stop (default {DEFAULT_EVENTS})")
     amount.add_argument("--duration", type=_positive, metavar="SECONDS",
                         help="send for SECONDS, then stop")
+    amount.add_argument("--forever", action="store_true", help="send until interrupted (Ctrl-C or SIGTERM)")
     parser.add_argument("--rate", type=_non_negative, default=DEFAULT_RATE, metavar="R",
                         help="events per second; 0 = as fast as possible (default %(default)g)")
     parser.add_argument("--seed", type=int, default=1, help="same seed, same events (default %(default)s)")
@@ -165,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     topic = args.topic or settings.kafka_topic
     bootstrap = args.bootstrap_servers or settings.kafka_bootstrap_servers
-    count = DEFAULT_EVENTS if args.events is None and args.duration is None else args.events
+    forever = getattr(args, "forever", False)
+    count = DEFAULT_EVENTS if args.events is None and args.duration is None and not forever else args.events
+    if forever:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: flush, summarise
     manifest = Manifest(_params(args, count, topic, bootstrap))
     try:
         sink = FileSink(args.out) if args.out else KafkaSink(bootstrap, topic)

@@ -72,7 +72,9 @@ def seed(conn) -> Seeded:
             ("DE", "Germany", "Berlin", "Green", "Severity 3", 4, 12),
             ("US", "United States of America", "Washington, D.C.", "Red", "Severity 1", 1, 9),
         ])
-        m = lambda k: minute - timedelta(minutes=k)
+        def m(k):
+            return minute - timedelta(minutes=k)
+
         cur.executemany("INSERT INTO status_by_minute VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", [
             (m(2), m(1), "Red", "Web Servers", 2, 16, 8.0, 9),
             (m(2), m(1), "Green", "Web Servers", 6, 18, 3.0, 4),
@@ -118,7 +120,8 @@ def seed(conn) -> Seeded:
                 ("silver", 2, 100, 97, 2, 1, 900, None, 8, now - timedelta(seconds=4)),
                 ("gold", 1, 97, 40, 0, 0, 1500, None, 5, now - timedelta(hours=3)),
             ])
-        cur.executemany("INSERT INTO sync_state (table_name, delta_version, synced_at) VALUES (%s, %s, %s)", [
+        cur.executemany("INSERT INTO sync_state (table_name, table_id, delta_version, synced_at) "
+                        "VALUES (%s, 'test-table-id', %s, %s)", [
             ("status_by_location", 5, now - timedelta(seconds=3)),
             ("server_state", 9, now - timedelta(seconds=3)),
         ])
@@ -165,7 +168,7 @@ def test_django_reads_with_the_read_only_role(client):
         assert cur.fetchone() == ("lakehouse_reader", "on")
     # Read-only by default for the role ...
     with pytest.raises(DatabaseError), connection.cursor() as cur:
-        cur.execute("INSERT INTO sync_state (table_name, delta_version) VALUES ('hack', 1)")
+        cur.execute("INSERT INTO sync_state (table_name, table_id, delta_version) VALUES ('hack', 'x', 1)")
     # ... and without write privileges when a session asks for read-write.
     with pytest.raises(DatabaseError), connection.cursor() as cur:
         cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; DELETE FROM incidents")
@@ -273,7 +276,7 @@ def test_incident_and_pipeline_selectors(client, seeded):
     by_city = {r["city"]: r["incidents"] for r in selectors.mttr_by("location", since=since, until=until)}
     assert by_city == {"Paris": 1, "Berlin": 1, "Washington, D.C.": 1}
     layers = selectors.pipeline_layers(since=seeded.now - timedelta(hours=1), until=until)
-    assert [(l["layer"], l["batch_id"], l["range_batches"]) for l in layers] == [
+    assert [(layer["layer"], layer["batch_id"], layer["range_batches"]) for layer in layers] == [
         ("bronze", 2, 2), ("silver", 2, 1), ("gold", 1, 0)]
     assert layers[0]["kafka_lag"] == 7 and layers[0]["duration_ms"] == 250 and layers[0]["range_rows_in"] == 180
     assert [(t["table_name"], t["delta_version"]) for t in selectors.table_versions()] == [
@@ -344,7 +347,7 @@ def test_incidents_api(client):
 
 def test_pipeline_api(client):
     data = get_json(client, "/api/pipeline?range=1h")
-    assert [l["layer"] for l in data["layers"]] == ["bronze", "silver", "gold"]
+    assert [layer["layer"] for layer in data["layers"]] == ["bronze", "silver", "gold"]
     assert data["layers"][1]["quarantined"] == 2 and data["layers"][1]["duplicates_dropped"] == 1
     assert [(b["layer"], b["batch_id"]) for b in data["batches"]] == [("bronze", 1), ("bronze", 2), ("silver", 2)]
     assert {t["table_name"] for t in data["tables"]} == {"status_by_location", "server_state"}

@@ -18,7 +18,7 @@ from lakehouse.tables import (
     SILVER_EVENTS,
 )
 
-T0 = dt.datetime(2026, 11, 28, 12, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 28, 12, 0, 0, tzinfo=dt.UTC)
 SEVERITY = {"Green": "Severity 3", "Orange": "Severity 2", "Red": "Severity 1"}
 PARIS = {"country_code": "FR", "country_name": "France", "city": "Paris"}
 BERLIN = {"country_code": "DE", "country_name": "Germany", "city": "Berlin"}

@@ -36,7 +36,7 @@ def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -
 
 def known_keys(spark: SparkSession, settings: Settings) -> DataFrame:
     """Event keys already in silver within the de-duplication horizon."""
-    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=settings.dedup_horizon_hours)
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.dedup_horizon_hours)
     return (storage.read(spark, settings, SILVER_EVENTS.name)
             .where(F.col("ingested_at") >= F.lit(cutoff)).select("event_key"))
 

@@ -12,7 +12,7 @@ from pyspark.sql.window import Window
 
 from lakehouse.contracts import SEED_DATETIME_FORMAT, V1_REQUIRED
 from lakehouse.rules import DUPLICATE_RULE, MAX_MESSAGE_BYTES, RULES, Rule
-from lakehouse.tables import SILVER_EVENTS, SILVER_QUARANTINE
+from lakehouse.tables import SILVER_EVENTS
 
 SEED_REQUIRED = (
     "event_server_status_color_name_severity_level", "event_datetime", "event_server_type", "event_country_code",
