@@ -1,5 +1,1612 @@
-"""(being written)"""
+"""``lakehouse bench``: throughput, freshness and cost, measured in one run on a private stack.
+
+Everything runs on a Kafka broker and a PostgreSQL server of its own (a temporary
+``LAKEHOUSE_HOME``, free ports), never on a running ``make stream``, and is torn down at
+the end. The figures, in the order they are measured:
+
+1. producer: the simulator (``lakehouse simulate``'s own code path: ``simulator.cli.run``
+   and ``KafkaSink``) pre-loads the topic as fast as it can; events/s, plus where the
+   time goes (the event generator alone, and a cProfile of a short run, every thread).
+2. ceiling: Spark's Kafka source reading that topic into a ``noop`` sink (availableNow).
+3. pipeline catch-up: bronze, silver and gold run one after the other (availableNow)
+   over the pre-loaded topic, then the PostgreSQL sync; each as events/s and as a
+   fraction of the ceiling.
+4. baseline: the original project's design, re-created minimally here (Kafka -> parse
+   JSON -> raw JSON files + a count/sum by city and status in update mode appended to
+   PostgreSQL from foreachBatch): catch-up throughput, freshness with its 20 s trigger
+   and with a 2 s trigger, and how much its appended totals over-count.
+5. freshness: our pipeline running continuously while the simulator sends at a steady
+   rate; per event, the time from its creation to its effect being visible in PostgreSQL
+   and in the dashboard's JSON API; and a per-hop model of where that time goes.
+6. dashboard: JSON API latency at 50 concurrent clients.
+7. cost: peak memory per process, disk bytes per million events per layer, files per table.
+
+It fails (exit 1) only when something cannot run; goals are reported as met or missed.
+Results go to ``--out`` (``bench-results/results.json``) and to docs/benchmarks.md.
+``python -m lakehouse.bench produce|dashboard ...`` are the child processes it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import io
+import json
+import logging
+import os
+import platform
+import queue
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lakehouse.settings import DELTA_PACKAGE, KAFKA_VERSION, REPO_ROOT, ConfigError, Settings, get_settings
+
+log = logging.getLogger("lakehouse.bench")
+
+TOPIC = "bench-events"
+PROFILE_TOPIC = "bench-profile"
+FAULT_FRACTION = 0.01
+# Every fault kind but `oversize`: at 1% faults one record in a thousand would be a ~1 MB
+# message, about 70% of all bytes, and the benchmark would measure moving padding around.
+FAULT_KINDS = ("malformed_json", "truncated", "missing_field", "wrong_type", "unknown_status", "duplicate",
+               "late_event", "future_event", "non_utf8")
+PRODUCER_GOAL = 50_000  # events/s the project originally aimed for
+CONCURRENCY = 50
+API_PATHS = ("/api/overview?range=1h", "/api/servers?limit=50", "/api/incidents?range=1h",
+             "/api/pipeline?range=1h", "/api/status-by-minute?range=1h", "/api/pivot", "/api/servers/facets")
+PG_POLL_S = 0.2
+API_POLL_S = 0.25
+GOAL_CEILING_FRACTION = 1 / 3
+GOAL_FRESHNESS_P95_S = 5.0
+GOAL_FRESHNESS_RATE = 1000
+GOAL_API_P95_MS = 100.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    events: int  # pre-loaded events for producer, ceiling, catch-up and baseline
+    profile_events: int  # events of the profiled producer run
+    rates: tuple[int, ...]  # steady rates of the freshness runs (events/s)
+    fresh_seconds: float  # how long each freshness run sends
+    baseline_seconds: float  # how long the baseline freshness run sends
+    baseline_triggers: tuple[float, float]  # its long (original) and short trigger, seconds
+    drain_seconds: float  # after sending stops, how long to wait for the last events
+    requests: int  # dashboard requests at CONCURRENCY clients
+    single_requests: int  # dashboard requests by one client, for the service time
+
+
+PROFILES = {
+    "full": Profile(1_000_000, 50_000, (1000, 10_000), 90, 90, (20, 2), 120, 5000, 200),
+    "quick": Profile(100_000, 10_000, (1000,), 30, 45, (20, 2), 60, 1000, 70),
+    "tiny": Profile(3000, 1000, (200,), 8, 8, (4, 1), 45, 150, 14),  # the smoke test's
+}
+
+
+class BenchError(Exception):
+    """A measurement could not run."""
+
+
+# --- small helpers ----------------------------------------------------------------
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _pct(values, qs=(50, 95, 99)) -> dict:
+    import numpy as np
+
+    if len(values) == 0:
+        return {f"p{q}": None for q in qs}
+    return {f"p{q}": round(float(np.percentile(values, q)), 4) for q in qs}
+
+
+def _fmt_s(x) -> str:
+    return "n/a" if x is None else (f"{x:.2f} s" if x < 100 else f"{x:.0f} s")
+
+
+def _fmt_ms(x) -> str:
+    return "n/a" if x is None else f"{x:.0f} ms"
+
+
+def _fmt_bytes(x) -> str:
+    if x is None:
+        return "n/a"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(x) < 1024 or unit == "GB":
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1024
+    return str(x)
+
+
+def _sim_args(argv: list[str]) -> argparse.Namespace:
+    """The simulator's own argument parsing, so the run is exactly a `lakehouse simulate`."""
+    from simulator.cli import add_arguments
+
+    parser = argparse.ArgumentParser(prog="lakehouse simulate")
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def _progress(total: float, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="s", disable=None, file=sys.stderr,
+                bar_format="{desc}: {n:.0f}/{total:.0f} s |{bar}| {postfix}")
+
+
+# --- the private stack ------------------------------------------------------------
+
+PRIVATE_VARS = ("LAKEHOUSE_HOME", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_CONTROLLER_PORT", "LAKEHOUSE_PG_PORT",
+                "KAFKA_TOPIC", "LAKEHOUSE_ROOT", "DATABASE_URL", "DATABASE_READER_URL")
+
+
+@contextlib.contextmanager
+def private_stack():
+    """Kafka and PostgreSQL in a temporary LAKEHOUSE_HOME on free ports, like the tests' stack."""
+    from lakehouse import stack
+
+    saved = {k: os.environ.get(k) for k in PRIVATE_VARS}
+    home = Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
+    home.chmod(0o755)  # PostgreSQL runs as a non-root user when we are root
+    kafka_port, controller_port, pg_port = _free_ports(3)
+    for k in ("LAKEHOUSE_ROOT", "DATABASE_URL", "DATABASE_READER_URL"):
+        os.environ.pop(k, None)
+    os.environ.update({"LAKEHOUSE_HOME": str(home), "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+                       "KAFKA_CONTROLLER_PORT": str(controller_port), "LAKEHOUSE_PG_PORT": str(pg_port),
+                       "KAFKA_TOPIC": TOPIC})
+    settings = get_settings()
+    try:
+        started = time.monotonic()
+        log.info("starting a private Kafka and PostgreSQL in %s", home)
+        stack.up(settings)
+        log.info("private stack up in %.1fs (kafka %s, postgres 127.0.0.1:%s)", time.monotonic() - started,
+                 settings.kafka_bootstrap_servers, pg_port)
+        yield settings
+    finally:
+        log.info("stopping the private stack")
+        try:
+            stack.down(settings)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def topic_offsets(settings: Settings, topic: str) -> tuple[int, dict[int, int]]:
+    """(records in the topic, end offset per partition)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        end, begin = consumer.end_offsets(parts), consumer.beginning_offsets(parts)
+    finally:
+        consumer.close()
+    return sum(end.values()) - sum(begin.values()), {tp.partition: o for tp, o in end.items()}
+
+
+# --- memory and CPU of every process ----------------------------------------------
+
+class ProcessWatch(threading.Thread):
+    """Samples each process of the stack every second: peak memory and CPU seconds.
+
+    JVMs and Python processes: RSS. PostgreSQL (a process per connection): the sum of PSS
+    over the postmaster and its children, so that shared buffers are counted once."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(name="bench-process-watch", daemon=True)
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.extra: dict[str, int] = {}  # label -> pid of children started later
+        self.peak: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}
+        self._spark_pid: int | None = None
+
+    def add(self, label: str, pid: int) -> None:
+        self.extra[label] = pid
+
+    def _pids(self) -> dict[str, list[int]]:
+        import psutil
+
+        from lakehouse.stack import Kafka, Postgres
+
+        me = psutil.Process()
+        pids = {"python: bench + pipeline driver": [me.pid]}
+        kafka = Kafka(self.settings).running_pid()
+        if kafka:
+            pids["kafka broker (JVM)"] = [kafka]
+        pg = Postgres(self.settings).running_pid()
+        if pg:
+            try:
+                pids["postgresql (all processes)"] = [pg] + [c.pid for c in psutil.Process(pg).children(recursive=True)]
+            except psutil.Error:
+                pass
+        if self._spark_pid is None:
+            for child in me.children(recursive=True):
+                try:
+                    if child.name() == "java" and "SparkSubmit" in " ".join(child.cmdline()):
+                        self._spark_pid = child.pid
+                except psutil.Error:
+                    continue
+        if self._spark_pid:
+            pids["spark driver (JVM)"] = [self._spark_pid]
+        for label, pid in self.extra.items():
+            pids[label] = [pid]
+        return pids
+
+    def sample(self) -> None:
+        import psutil
+
+        for label, pids in self._pids().items():
+            mem, cpu = 0, 0.0
+            for pid in pids:
+                try:
+                    p = psutil.Process(pid)
+                    with p.oneshot():
+                        if label.startswith("postgresql"):
+                            info = p.memory_full_info()
+                            mem += getattr(info, "pss", info.rss)
+                        else:
+                            mem += p.memory_info().rss
+                        t = p.cpu_times()
+                        cpu += t.user + t.system
+                except psutil.Error:
+                    continue
+            if mem:
+                self.peak[label] = max(self.peak.get(label, 0), mem)
+                self.cpu[label] = max(self.cpu.get(label, 0.0), cpu)
+
+    def run(self) -> None:
+        while not self.stopping.wait(1.0):
+            try:
+                self.sample()
+            except Exception:  # noqa: BLE001 - a sampling hiccup must not stop the bench
+                log.debug("process sampling failed", exc_info=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.sample()
+
+
+# --- 1. producer -------------------------------------------------------------------
+
+def simulate(settings: Settings, topic: str, events: int, seed: int) -> dict:
+    """`lakehouse simulate --rate 0 --events N --faults 0.01` (all kinds but oversize); its manifest."""
+    from simulator.cli import run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "manifest.json"
+        args = _sim_args(["--events", str(events), "--rate", "0", "--seed", str(seed),
+                          "--faults", str(FAULT_FRACTION), "--fault-kinds", ",".join(FAULT_KINDS),
+                          "--topic", topic, "--bootstrap-servers", settings.kafka_bootstrap_servers,
+                          "--manifest", str(manifest)])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = run(args)
+        if code != 0:
+            raise BenchError(f"the simulator exited with {code}: {out.getvalue().strip()}")
+        report = json.loads(manifest.read_text())
+    report.pop("injected", None)
+    return report
+
+
+def _profile_category(key: tuple) -> str | None:
+    filename, _, name = key
+    text = f"{filename} {name}".lower()
+    if any(w in name for w in ("poll", "select", "acquire", "sleep", "wait", "_wait_for_tstate_lock")):
+        return None  # blocking waits: not where CPU time goes
+    if "zlib" in text or "gzip" in text:
+        return "gzip compression (kafka-python)"
+    if "/kafka/" in filename:
+        return "kafka-python client"
+    if "json" in text:
+        return "JSON encoding"
+    if "/simulator/" in filename or "uuid" in text or "random" in text or "datetime" in text:
+        return "event generation (simulator)"
+    return "other"
+
+
+def _short(key: tuple) -> str:
+    filename, line, name = key
+    if filename == "~":
+        return name
+    for marker in ("site-packages/", "/lib/python3.11/", str(REPO_ROOT) + "/"):
+        if marker in filename:
+            filename = filename.split(marker, 1)[1]
+            break
+    return f"{filename}:{line}({name})"
+
+
+def profile_producer(settings: Settings, events: int) -> dict:
+    """cProfile of a short simulator run, the producer's I/O thread included; blocking waits left out."""
+    import cProfile
+    import pstats
+
+    profiles: list[cProfile.Profile] = []
+
+    def boot(frame, event, arg):  # the first profile event of a new thread: profile that thread too
+        sys.setprofile(None)
+        p = cProfile.Profile()
+        profiles.append(p)
+        p.enable()
+
+    main = cProfile.Profile()
+    threading.setprofile(boot)
+    main.enable()
+    started = time.monotonic()
+    try:
+        simulate(settings, PROFILE_TOPIC, events, seed=2)
+    finally:
+        main.disable()
+        threading.setprofile(None)
+    elapsed = time.monotonic() - started
+    stats = pstats.Stats(main)
+    for p in profiles:
+        with contextlib.suppress(TypeError):  # a thread that never ran Python code
+            stats.add(p)
+    rows = [(key, v[2], v[1]) for key, v in stats.stats.items()]  # (key, tottime, calls)
+    busy = [(k, t, n) for k, t, n in rows if _profile_category(k) is not None]
+    total = sum(t for _, t, _ in busy) or 1e-9
+    by_category: dict[str, float] = {}
+    for k, t, _ in busy:
+        by_category[_profile_category(k)] = by_category.get(_profile_category(k), 0.0) + t
+    top = sorted(busy, key=lambda r: -r[1])[:5]
+    return {
+        "events": events,
+        "seconds_under_profiler": round(elapsed, 3),
+        "cpu_seconds_profiled": round(total, 3),
+        "top5": [{"function": _short(k), "self_seconds": round(t, 3), "share": round(t / total, 4), "calls": n}
+                 for k, t, n in top],
+        "by_category": {c: round(t / total, 4) for c, t in sorted(by_category.items(), key=lambda kv: -kv[1])},
+    }
+
+
+def generation_rate(events: int) -> float:
+    """Events/s of the simulator's record stream alone (fleet model, JSON, faults), nothing sent."""
+    from simulator.cli import _records
+
+    args = _sim_args(["--events", str(events), "--rate", "0", "--seed", "3", "--faults", str(FAULT_FRACTION),
+                      "--fault-kinds", ",".join(FAULT_KINDS)])
+    started = time.perf_counter()
+    n = sum(1 for r in _records(args, events) if r.fault != "duplicate")
+    return n / (time.perf_counter() - started)
+
+
+# --- Spark: listener, ceiling, catch-up ------------------------------------------------
+
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _progress_listener():
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class Progress(StreamingQueryListener):
+        """Every query progress event: which query and run, when it started, how long each part took."""
+
+        def __init__(self):
+            self.events: list[dict] = []
+
+        def onQueryStarted(self, event):
+            pass
+
+        def onQueryProgress(self, event):
+            p = event.progress
+            self.events.append({"name": p.name, "run_id": str(p.runId), "batch_id": p.batchId,
+                                "rows": p.numInputRows, "start": _epoch(p.timestamp),
+                                "duration_ms": dict(p.durationMs)})
+
+        def onQueryIdle(self, event):
+            pass
+
+        def onQueryTerminated(self, event):
+            pass
+
+        def batches(self, run_ids, with_rows: bool = True) -> list[dict]:
+            return [e for e in list(self.events) if e["run_id"] in run_ids and (e["rows"] > 0 or not with_rows)]
+
+    return Progress()
+
+
+def _batch_summary(batches: list[dict]) -> dict:
+    if not batches:
+        return {"batches": 0, "batch_seconds": 0.0, "parts_ms": {}}
+    parts: dict[str, float] = {}
+    for b in batches:
+        for k, v in b["duration_ms"].items():
+            if k != "triggerExecution":
+                parts[k] = parts.get(k, 0) + v
+    return {"batches": len(batches),
+            "batch_seconds": round(sum(b["duration_ms"].get("triggerExecution", 0) for b in batches) / 1000, 3),
+            "mean_batch_ms": round(statistics.mean(b["duration_ms"].get("triggerExecution", 0) for b in batches)),
+            "parts_ms": {k: round(v) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}}
+
+
+def _checkpoint(settings: Settings, name: str) -> str:
+    return str(settings.home / "bench" / "_checkpoints" / name)
+
+
+def kafka_stream(spark, settings: Settings, topic: str, starting: str = "earliest", limit: bool = True):
+    reader = (spark.readStream.format("kafka")
+              .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+              .option("subscribe", topic).option("startingOffsets", starting))
+    if limit:  # as bronze reads it
+        reader = reader.option("includeHeaders", "true").option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
+    return reader.load()
+
+
+def ceiling(spark, settings: Settings, topic: str, name: str) -> float:
+    """Seconds for Spark's Kafka source to read the whole topic into a no-op sink (availableNow)."""
+    started = time.monotonic()
+    q = (kafka_stream(spark, settings, topic).writeStream.format("noop").queryName(name)
+         .option("checkpointLocation", _checkpoint(settings, name)).trigger(availableNow=True).start())
+    q.awaitTermination()
+    return time.monotonic() - started
+
+
+def catch_up(spark, settings: Settings, listener, records: int, ceiling_rate: float) -> dict:
+    """bronze, silver and gold one after the other (availableNow), then the PostgreSQL sync."""
+    from lakehouse import pipeline
+    from serving import sync
+
+    out: dict = {"events": records, "layers": {}}
+    run_ids = {}
+    for layer in pipeline.LAYERS:
+        log.info("catch-up: %s over %s records ...", layer.QUERY, f"{records:,}")
+        started = time.monotonic()
+        q = layer.start(spark, settings, {"availableNow": True}, lambda *a: None)
+        q.awaitTermination()
+        seconds = time.monotonic() - started
+        run_ids[layer.QUERY] = str(q.runId)
+        out["layers"][layer.QUERY] = {"seconds": round(seconds, 3), "events_per_s": round(records / seconds, 1),
+                                      "fraction_of_ceiling": round(records / seconds / ceiling_rate, 4)}
+        log.info("catch-up: %s done in %.1fs (%s events/s)", layer.QUERY, seconds, f"{records / seconds:,.0f}")
+    started = time.monotonic()
+    written = sync.sync_all(spark, settings)
+    seconds = time.monotonic() - started
+    out["sync"] = {"seconds": round(seconds, 3), "events_per_s": round(records / seconds, 1),
+                   "fraction_of_ceiling": round(records / seconds / ceiling_rate, 4),
+                   "rows_written": {k: v for k, v in written.items()}}
+    log.info("catch-up: PostgreSQL sync in %.1fs", seconds)
+    time.sleep(1.0)  # the listener's last progress events
+    for name, run_id in run_ids.items():
+        out["layers"][name].update(_batch_summary(listener.batches({run_id})))
+    layers = sum(v["seconds"] for v in out["layers"].values())
+    out["whole"] = {"seconds": round(layers, 3), "events_per_s": round(records / layers, 1),
+                    "fraction_of_ceiling": round(records / layers / ceiling_rate, 4)}
+    with_sync = layers + out["sync"]["seconds"]
+    out["whole_with_sync"] = {"seconds": round(with_sync, 3), "events_per_s": round(records / with_sync, 1),
+                              "fraction_of_ceiling": round(records / with_sync / ceiling_rate, 4)}
+    from lakehouse import storage
+
+    out["bronze_rows"] = storage.read(spark, settings, "bronze.events").count()
+    out["accounted"] = out["bronze_rows"] == records
+    return out
+
+
+# --- 4. the original design, re-created for comparison ------------------------------------
+
+BASELINE_SCHEMA = "city STRING, status_color STRING, estimated_resolution_time INT, event_time STRING"
+
+
+def _baseline_table(settings: Settings, label: str) -> str:
+    import psycopg2
+
+    from lakehouse.stack import writer_url
+
+    table = f"bench_baseline_{label}"
+    with psycopg2.connect(writer_url(settings)) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(f"CREATE TABLE {table} (city text, status_color text, event_count bigint, "
+                    "total_estimated_resolution_time bigint, batch_id bigint, written_at timestamptz DEFAULT clock_timestamp())")
+    conn.close()
+    return table
+
+
+def baseline_start(spark, settings: Settings, label: str, trigger: dict, starting: str) -> tuple:
+    """The original project's job: Kafka -> from_json -> (a) the events as JSON files, (b) count and
+    sum of the estimated resolution time by city and status, output mode update, each micro-batch's
+    rows appended to a PostgreSQL table from foreachBatch. Returns (raw query, aggregate query, table)."""
+    from psycopg2.extras import execute_values
+    from pyspark.sql import functions as F
+
+    from lakehouse.stack import writer_url
+
+    table = _baseline_table(settings, label)
+    url = writer_url(settings)
+    events = (kafka_stream(spark, settings, settings.kafka_topic, starting, limit=False)
+              .select(F.from_json(F.col("value").cast("string"), BASELINE_SCHEMA).alias("e")).select("e.*"))
+    raw = (events.writeStream.format("json").queryName(f"baseline-{label}-raw")
+           .option("path", str(settings.home / "bench" / f"baseline-{label}-raw"))
+           .option("checkpointLocation", _checkpoint(settings, f"baseline-{label}-raw"))
+           .trigger(**trigger).start())
+    totals = events.groupBy("city", "status_color").agg(
+        F.count(F.lit(1)).alias("event_count"),
+        F.sum("estimated_resolution_time").alias("total_estimated_resolution_time"))
+
+    def append(df, batch_id: int) -> None:
+        import psycopg2
+
+        rows = [(*tuple(r), batch_id) for r in df.collect()]
+        if rows:
+            with psycopg2.connect(url) as conn, conn.cursor() as cur:
+                execute_values(cur, f"INSERT INTO {table} (city, status_color, event_count, "
+                                    "total_estimated_resolution_time, batch_id) VALUES %s", rows)
+            conn.close()
+
+    agg = (totals.writeStream.outputMode("update").foreachBatch(append).queryName(f"baseline-{label}-agg")
+           .option("checkpointLocation", _checkpoint(settings, f"baseline-{label}-agg"))
+           .trigger(**trigger).start())
+    return raw, agg, table
+
+
+def baseline_counts(settings: Settings, table: str) -> tuple[int, int]:
+    """(true total: the latest row per group, summed; naive total: every appended row summed)."""
+    import psycopg2
+
+    from lakehouse.stack import writer_url
+
+    with psycopg2.connect(writer_url(settings)) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT COALESCE(sum(c), 0) FROM (SELECT max(event_count) c FROM {table} "
+                    "GROUP BY city, status_color) s")
+        true_total = int(cur.fetchone()[0])
+        cur.execute(f"SELECT COALESCE(sum(event_count), 0) FROM {table}")
+        naive = int(cur.fetchone()[0])
+    conn.close()
+    return true_total, naive
+
+
+def baseline_catch_up(spark, settings: Settings, records: int, ceiling_rate: float) -> dict:
+    started = time.monotonic()
+    raw, agg, table = baseline_start(spark, settings, "catchup", {"availableNow": True}, "earliest")
+    raw.awaitTermination()
+    agg.awaitTermination()
+    seconds = time.monotonic() - started
+    true_total, _ = baseline_counts(settings, table)
+    return {"events": records, "seconds": round(seconds, 3), "events_per_s": round(records / seconds, 1),
+            "fraction_of_ceiling": round(records / seconds / ceiling_rate, 4), "aggregated_events": true_total}
+
+
+# --- 5. freshness ------------------------------------------------------------------
+
+class Poller(threading.Thread):
+    """Calls ``probe`` (how many events are visible) every ``interval`` seconds; keeps (start time, count)."""
+
+    def __init__(self, name: str, probe, interval: float):
+        super().__init__(name=f"bench-poll-{name}", daemon=True)
+        self.probe, self.interval = probe, interval
+        self.samples: list[tuple[float, int]] = []
+        self.errors = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            started = time.time()
+            try:
+                self.samples.append((started, int(self.probe())))
+            except Exception:  # noqa: BLE001 - counted; the pipeline may be between commits
+                self.errors += 1
+            self.stopping.wait(max(0.0, self.interval - (time.time() - started)))
+
+    @property
+    def last(self) -> int:
+        return self.samples[-1][1] if self.samples else 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=10)
+
+
+def pg_probe(settings: Settings, sql: str):
+    import psycopg2
+
+    from lakehouse.stack import writer_url
+
+    conn = psycopg2.connect(writer_url(settings))
+    conn.autocommit = True
+
+    def probe() -> int:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchone()[0] or 0
+
+    probe.close = conn.close
+    return probe
+
+
+def api_probe(port: int):
+    import urllib.request
+
+    def probe() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview?range=1h", timeout=5) as r:
+            data = json.load(r)
+        return sum(data["events_by_status"].values())
+
+    return probe
+
+
+def start_producer(settings: Settings, rate: int, seconds: float, seed: int, out: Path, watch) -> subprocess.Popen:
+    spec = {"bootstrap": settings.kafka_bootstrap_servers, "topic": settings.kafka_topic, "rate": rate,
+            "seconds": seconds, "seed": seed, "out": str(out)}
+    errors = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([sys.executable, "-m", "lakehouse.bench", "produce", json.dumps(spec)],
+                            stdout=errors, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    watch.add("python: simulator (steady rate)", proc.pid)
+    return proc
+
+
+def _latencies(timeline: dict, samples: list[tuple[float, int]], base: int):
+    """Per event: the first poll that saw it (the n-th event is seen once the count reaches n)
+    minus its creation time. Returns (latencies in s, events never seen)."""
+    import numpy as np
+
+    total = timeline["events"]
+    if total == 0:
+        return np.array([]), 0
+    times, counts = np.array(timeline["times"]), np.array(timeline["counts"])
+    n = np.arange(1, total + 1)
+    created = times[np.searchsorted(counts, n, side="left")]
+    if not samples:
+        return np.array([]), total
+    ts = np.array([t for t, _ in samples])
+    cs = np.maximum.accumulate(np.array([c - base for _, c in samples]))
+    idx = np.searchsorted(cs, n, side="left")
+    seen = idx < len(cs)
+    return ts[idx[seen]] - created[seen], int((~seen).sum())
+
+
+def _latency_figures(lat, unseen: int) -> dict:
+    return {**_pct(lat), "mean": round(float(lat.mean()), 4) if len(lat) else None,
+            "max": round(float(lat.max()), 4) if len(lat) else None, "events_seen": int(len(lat)),
+            "events_never_seen": unseen}
+
+
+def run_freshness(settings: Settings, rate: int, seconds: float, drain: float, seed: int,
+                  probes: dict, watch, label: str) -> dict:
+    """Send at ``rate`` for ``seconds`` while polling every probe; per-event latency per probe."""
+    pollers = {name: Poller(name, probe, interval) for name, (probe, interval) in probes.items()}
+    bases = {}
+    for name, (probe, _) in probes.items():
+        bases[name] = int(probe())
+    for p in pollers.values():
+        p.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "timeline.json"
+        proc = start_producer(settings, rate, seconds, seed, out, watch)
+        started = time.monotonic()
+        with _progress(seconds, f"{label}: sending {rate:,}/s") as bar:
+            while proc.poll() is None:
+                time.sleep(0.5)
+                bar.n = min(seconds, time.monotonic() - started)
+                bar.set_postfix_str(" ".join(f"{k}={p.last - bases[k]:,}" for k, p in pollers.items()))
+        if proc.returncode != 0:
+            for p in pollers.values():
+                p.stop()
+            raise BenchError(f"the steady-rate simulator exited with {proc.returncode}: "
+                             f"{out.with_suffix('.log').read_text(errors='replace')[-1500:]}")
+        timeline = json.loads(out.read_text())
+    total = timeline["events"]
+    log.info("%s: sent %s events in %.1fs; waiting up to %.0fs for all of them to be visible", label,
+             f"{total:,}", timeline["times"][-1] - timeline["times"][0] if timeline["times"] else 0, drain)
+    deadline = time.monotonic() + drain
+    while time.monotonic() < deadline and any(p.last - bases[k] < total for k, p in pollers.items()):
+        time.sleep(0.5)
+    for p in pollers.values():
+        p.stop()
+    span = (timeline["times"][-1] - timeline["times"][0]) if len(timeline["times"]) > 1 else seconds
+    result = {"rate_target": rate, "rate_achieved": round(total / max(span, 1e-9), 1), "events": total,
+              "delivered": timeline["delivered"], "created_from": timeline["times"][0] if timeline["times"] else None,
+              "poll_interval_s": {k: v[1] for k, v in probes.items()}}
+    for name, p in pollers.items():
+        lat, unseen = _latencies(timeline, p.samples, bases[name])
+        result[name] = {**_latency_figures(lat, unseen), "poll_errors": p.errors}
+    result["_timeline"] = timeline
+    return result
+
+
+def timed_syncer(spark, settings: Settings, batches: queue.Queue, wake: threading.Event):
+    """The pipeline's own sync thread (pipeline.Syncer), keeping the start and end of each sync."""
+    from lakehouse.pipeline import Syncer
+
+    class Timed(Syncer):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.runs: list[tuple[float, float]] = []
+
+        def sync_once(self) -> None:
+            started = time.time()
+            super().sync_once()
+            self.runs.append((started, time.time()))
+
+    return Timed(spark, settings, batches, wake)
+
+
+def _wait_started(queries, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(not q.isActive or str(q.status.get("message", "")).startswith("Waiting") for q in queries):
+            return
+        time.sleep(0.2)
+
+
+def _stop_queries(queries) -> None:
+    for q in queries:
+        deadline = time.monotonic() + 60
+        while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with contextlib.suppress(Exception):
+            q.stop()
+
+
+def _first(items: list[tuple[float, float]], starts: list[float], t: float):
+    import bisect
+
+    i = bisect.bisect_left(starts, t)
+    return items[i] if i < len(items) else None
+
+
+def hop_model(created: list[float], hops: dict[str, list[tuple[float, float]]]) -> dict:
+    """Where an event's time goes: for sampled creation times, the first bronze batch that starts
+    after it, the first silver batch that starts after that bronze batch ended, then gold, then
+    the sync; the mean wait before and run time of each hop."""
+    import numpy as np
+
+    order = ["bronze", "silver", "gold", "sync"]
+    spans = {h: sorted(hops.get(h, [])) for h in order}
+    starts = {h: [s for s, _ in spans[h]] for h in order}
+    parts: dict[str, list[float]] = {f"{h}_{k}": [] for h in order for k in ("wait", "run")}
+    totals = []
+    for t in created:
+        at, row = t, {}
+        for h in order:
+            span = _first(spans[h], starts[h], at)
+            if span is None:
+                break
+            row[f"{h}_wait"], row[f"{h}_run"] = span[0] - at, span[1] - span[0]
+            at = span[1]
+        else:
+            for k, v in row.items():
+                parts[k].append(v)
+            totals.append(at - t)
+    if not totals:
+        return {"events_modelled": 0}
+    return {"events_modelled": len(totals), "mean_s": {k: round(float(np.mean(v)), 3) for k, v in parts.items()},
+            "model_total": {**_pct(np.array(totals), (50, 95)), "mean": round(float(np.mean(totals)), 3)}}
+
+
+def freshness_ours(spark, settings: Settings, listener, rate: int, seconds: float, drain: float, seed: int,
+                   dashboard_port: int, watch) -> dict:
+    """The pipeline as `lakehouse stream` runs it (three chained queries on the default trigger, the
+    sync thread, the batch log), in this process, while the simulator sends at ``rate``."""
+    from lakehouse import pipeline
+
+    stats: dict = {}
+    batches: queue.Queue = queue.Queue()
+    gold_done = threading.Event()
+    batch_log = pipeline.BatchLog(stats, batches, gold_done)
+    spark.streams.addListener(batch_log)
+    syncer = timed_syncer(spark, settings, batches, gold_done)
+    trigger = {"processingTime": f"{settings.trigger_seconds} seconds"}
+    queries = []
+    pg = pg_probe(settings, "SELECT sum(event_count) FROM status_by_location")
+    try:
+        syncer.start()
+        queries = [layer.start(spark, settings, trigger, lambda layer, b, f: stats.__setitem__((layer, b), f))
+                   for layer in pipeline.LAYERS]
+        _wait_started(queries)
+        time.sleep(2 * settings.trigger_seconds)  # a first idle round of triggers and syncs
+        result = run_freshness(settings, rate, seconds, drain, seed,
+                               {"postgres": (pg, PG_POLL_S), "api": (api_probe(dashboard_port), API_POLL_S)},
+                               watch, f"freshness {rate:,}/s")
+    finally:
+        _stop_queries(queries)
+        syncer.stop()
+        spark.streams.removeListener(batch_log)
+        pg.close()
+    time.sleep(1.0)
+    timeline = result.pop("_timeline")
+    first = timeline["times"][0] if timeline["times"] else time.time()
+    hops: dict[str, list[tuple[float, float]]] = {}
+    layers = {}
+    for q in queries:
+        mine = [b for b in listener.batches({str(q.runId)}) if b["start"] >= first - 30]
+        hops[q.name] = [(b["start"], b["start"] + b["duration_ms"].get("triggerExecution", 0) / 1000) for b in mine]
+        layers[q.name] = _batch_summary(mine)
+    hops["sync"] = [r for r in syncer.runs if r[0] >= first - 30]
+    layers["sync"] = {"runs": len(hops["sync"]),
+                      "mean_run_ms": round(statistics.mean(e - s for s, e in hops["sync"]) * 1000) if hops["sync"] else None}
+    step = max(1, len(timeline["times"]) // 2000)
+    result["hops"] = hop_model(timeline["times"][::step], hops)
+    result["layers"] = layers
+    result["trigger_s"] = settings.trigger_seconds
+    return result
+
+
+def freshness_baseline(spark, settings: Settings, seconds: float, drain: float, seed: int,
+                       triggers: tuple[float, float], watch) -> dict:
+    """Both triggers of the original design at once, from the topic's current end, at 1,000 events/s."""
+    _, ends = topic_offsets(settings, settings.kafka_topic)
+    starting = json.dumps({settings.kafka_topic: {str(p): o for p, o in ends.items()}})
+    queries, tables, probes = [], {}, {}
+    try:
+        for key, trig in zip(("long_trigger", "short_trigger"), triggers):
+            raw, agg, table = baseline_start(spark, settings, key.split("_")[0], {"processingTime": f"{trig} seconds"},
+                                             starting)
+            queries += [raw, agg]
+            tables[key] = table
+            probes[key] = (pg_probe(settings, f"SELECT COALESCE(sum(c), 0) FROM (SELECT max(event_count) c "
+                                              f"FROM {table} GROUP BY city, status_color) s"), PG_POLL_S)
+        _wait_started(queries)
+        result = run_freshness(settings, GOAL_FRESHNESS_RATE, seconds, drain + max(triggers), seed, probes, watch,
+                               "baseline freshness")
+    finally:
+        _stop_queries(queries)
+        for probe, _ in probes.values():
+            probe.close()
+    result.pop("_timeline")
+    out = {"rate_target": result["rate_target"], "rate_achieved": result["rate_achieved"], "events": result["events"]}
+    for (key, table), trig in zip(tables.items(), triggers):
+        true_total, naive = baseline_counts(settings, table)
+        out[key] = {"trigger_s": trig, **result[key], "visible_events": true_total, "appended_total": naive}
+    short = out["short_trigger"]
+    out["double_count"] = {"trigger_s": short["trigger_s"], "true_events": result["events"],
+                           "sum_of_appended_rows": short["appended_total"],
+                           "ratio": round(short["appended_total"] / max(result["events"], 1), 3)}
+    return out
+
+
+# --- 6. dashboard ------------------------------------------------------------------
+
+def start_dashboard(watch) -> tuple[subprocess.Popen, int]:
+    """The dashboard (dashboard.cli.make_server, served in a thread) in a process of its own."""
+    proc = subprocess.Popen([sys.executable, "-m", "lakehouse.bench", "dashboard"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if not line.strip().isdigit():
+        proc.kill()
+        raise BenchError(f"the dashboard did not start (exit code {proc.poll()})")
+    watch.add("python: dashboard", proc.pid)
+    return proc, int(line)
+
+
+async def _load(port: int, requests: int, concurrency: int) -> list[tuple[str, int, float]]:
+    counter = iter(range(requests))
+    results: list[tuple[str, int, float]] = []
+
+    async def client() -> None:
+        for i in counter:
+            path = API_PATHS[i % len(API_PATHS)]
+            started = time.perf_counter()
+            status = 0
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                await writer.drain()
+                data = await asyncio.wait_for(reader.read(), timeout=60)
+                writer.close()
+                status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+            except (TimeoutError, OSError, ValueError, IndexError):
+                status = 0
+            results.append((path, status, time.perf_counter() - started))
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return results
+
+
+def dashboard_load(settings: Settings, port: int, requests: int, single: int) -> dict:
+    import numpy as np
+    import psycopg2
+
+    from lakehouse.stack import reader_url
+
+    def figures(rows, seconds):
+        ms = np.array([r[2] * 1000 for r in rows])
+        ok = sum(1 for r in rows if r[1] == 200)
+        return {"requests": len(rows), "ok": ok, "errors": len(rows) - ok,
+                **{k + "_ms": v for k, v in _pct(ms).items()}, "mean_ms": round(float(ms.mean()), 2),
+                "throughput_rps": round(len(rows) / seconds, 1)}
+
+    started = time.perf_counter()
+    one = asyncio.run(_load(port, single, 1))
+    solo = figures(one, time.perf_counter() - started)
+    started = time.perf_counter()
+    rows = asyncio.run(_load(port, requests, CONCURRENCY))
+    loaded = figures(rows, time.perf_counter() - started)
+    by_path = {}
+    for path in API_PATHS:
+        ms = np.array([r[2] * 1000 for r in rows if r[0] == path])
+        by_path[path] = _pct(ms, (50, 95))
+    connects = []
+    url = reader_url(settings)
+    for _ in range(10):
+        t = time.perf_counter()
+        psycopg2.connect(url).close()
+        connects.append((time.perf_counter() - t) * 1000)
+    return {"concurrency": CONCURRENCY, **loaded, "by_endpoint_ms": by_path, "single_client": solo,
+            "pg_connect_ms": round(statistics.median(connects), 2), "paths": list(API_PATHS)}
+
+
+# --- 7. cost -------------------------------------------------------------------------
+
+def _du(path: Path) -> tuple[int, int]:
+    """(bytes, data files) under path; data files are *.parquet / *.json outside _delta_log."""
+    size = files = 0
+    for root, _, names in os.walk(path):
+        for n in names:
+            with contextlib.suppress(OSError):
+                size += (Path(root) / n).stat().st_size
+            if "_delta_log" not in root and (n.endswith(".parquet") or n.endswith(".json")) and not n.startswith("."):
+                files += 1
+    return size, files
+
+
+def disk_per_million(settings: Settings, records: int) -> dict:
+    from lakehouse.tables import TABLES
+
+    out = {}
+    for name in TABLES:
+        size, _ = _du(Path(settings.table_path(name)))
+        out[name] = round(size * 1e6 / records)
+    kafka = sum(_du(p)[0] for p in (settings.home / "kafka" / "data").glob(f"{settings.kafka_topic}-*"))
+    out["kafka topic"] = round(kafka * 1e6 / records)
+    out["checkpoints"] = round(_du(Path(settings.checkpoint_path("")))[0] * 1e6 / records)
+    baseline = settings.home / "bench" / "baseline-catchup-raw"
+    if baseline.exists():
+        out["baseline raw JSON files"] = round(_du(baseline)[0] * 1e6 / records)
+    return out
+
+
+def files_per_table(spark, settings: Settings) -> dict:
+    from delta.tables import DeltaTable
+
+    from lakehouse import storage
+    from lakehouse.tables import TABLES
+
+    out = {}
+    for name in TABLES:
+        path = settings.table_path(name)
+        _, on_disk = _du(Path(path))
+        detail = DeltaTable.forPath(spark, path).detail().first()
+        out[name] = {"files_in_snapshot": int(detail["numFiles"]), "files_on_disk": on_disk,
+                     "bytes_in_snapshot": int(detail["sizeInBytes"]), "versions": storage.version(spark, settings, name) + 1}
+    return out
+
+
+# --- machine and versions ----------------------------------------------------------
+
+def machine() -> dict:
+    import psutil
+
+    model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cores": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total, "cpu_model": model,
+            "os": platform.platform(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def versions(spark, settings: Settings) -> dict:
+    import importlib.metadata as md
+
+    import psycopg2
+
+    from lakehouse.stack import writer_url
+
+    out = {"python": platform.python_version(), "spark": spark.version if spark else None,
+           "delta_jar": DELTA_PACKAGE.rsplit(":", 1)[1], "delta_spark_python": md.version("delta-spark"),
+           "kafka_broker": KAFKA_VERSION, "kafka_python": md.version("kafka-python"), "django": md.version("django")}
+    with contextlib.suppress(Exception):
+        with psycopg2.connect(writer_url(settings)) as conn, conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            out["postgresql"] = cur.fetchone()[0].split()[0]
+        conn.close()
+    with contextlib.suppress(Exception):
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+        out["java"] = java.split('"')[1] if '"' in java else java
+    return out
+
+
+# --- the run -------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, mode: str, out_dir: Path, docs: Path):
+        self.mode, self.profile, self.out_dir, self.docs = mode, PROFILES[mode], out_dir, docs
+        self.results: dict = {"mode": mode, "profile": asdict(self.profile), "errors": []}
+        self.failed: set[str] = set()
+
+    @contextlib.contextmanager
+    def section(self, name: str, needs: tuple[str, ...] = ()):
+        """One measurement; if it cannot run, say why, record it and go on with the others."""
+        missing = [n for n in needs if n in self.failed or n not in self.results]
+        if missing:
+            self.failed.add(name)
+            self.results["errors"].append({"section": name, "error": f"skipped: {', '.join(missing)} did not run"})
+            log.error("%s: skipped, %s did not run", name, ", ".join(missing))
+            yield False
+            return
+        log.info("== %s", name)
+        started = time.monotonic()
+        try:
+            yield True
+            log.info("== %s done in %.0fs", name, time.monotonic() - started)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - reported, the other measurements still run
+            self.failed.add(name)
+            self.results.pop(name, None)
+            self.results["errors"].append({"section": name, "error": f"{type(e).__name__}: {e}"})
+            log.error("%s could not run: %s\n%s", name, e, traceback.format_exc())
+
+    def run(self) -> dict:
+        import psutil
+
+        p = self.profile
+        r = self.results
+        started = time.monotonic()
+        r["started_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        r["machine"] = machine()
+        cpu_start = psutil.cpu_times()
+        spark = created_spark = None
+        quiet = logging.getLogger("lakehouse.pipeline")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)  # the per-batch log lines; the bench collects the same figures
+        with private_stack() as settings:
+            from lakehouse.stack import Kafka
+
+            r["settings"] = {"trigger_seconds": settings.trigger_seconds, "kafka_partitions": settings.kafka_partitions,
+                             "max_offsets_per_trigger": settings.max_offsets_per_trigger,
+                             "spark_master": settings.spark_master,
+                             "spark_shuffle_partitions": settings.spark_shuffle_partitions,
+                             "fault_fraction": FAULT_FRACTION, "fault_kinds": list(FAULT_KINDS)}
+            for topic in (TOPIC, PROFILE_TOPIC):
+                Kafka(settings).ensure_topic(topic)
+            watch = ProcessWatch(settings)
+            watch.start()
+            dashboard = None
+            try:
+                with self.section("producer") as ok:
+                    if ok:
+                        log.info("producer: the simulator sends %s events (v1, 1%% faults) as fast as it can",
+                                 f"{p.events:,}")
+                        report = simulate(settings, TOPIC, p.events, seed=1)
+                        records, _ = topic_offsets(settings, TOPIC)
+                        rate = report["events"] / report["elapsed_seconds"]
+                        log.info("producer: %s events in %.1fs = %s events/s", f"{report['events']:,}",
+                                 report["elapsed_seconds"], f"{rate:,.0f}")
+                        gen = generation_rate(max(p.profile_events, 5000))
+                        log.info("producer: the event generator alone makes %s events/s; profiling %s events ...",
+                                 f"{gen:,.0f}", f"{p.profile_events:,}")
+                        prof = profile_producer(settings, p.profile_events)
+                        sizes = _message_sizes(settings)
+                        r["producer"] = {"events": report["events"], "records": records,
+                                         "seconds": report["elapsed_seconds"], "events_per_s": round(rate, 1),
+                                         "goal_events_per_s": PRODUCER_GOAL,
+                                         "fraction_of_goal": round(rate / PRODUCER_GOAL, 4),
+                                         "generation_only_events_per_s": round(gen, 1),
+                                         "generation_share_of_time": round(rate / gen, 4),
+                                         "delivered": report["delivery"]["delivered"],
+                                         "failed": report["delivery"]["failed"],
+                                         "mean_message_bytes": sizes, "faults": report["faults"], "profile": prof}
+                records = r.get("producer", {}).get("records", 0)
+
+                with self.section("spark", needs=("producer",)) as ok:
+                    if ok:
+                        from pyspark.sql import SparkSession
+
+                        from lakehouse import storage
+                        from lakehouse.rules import validate_rules
+                        from lakehouse.spark import get_spark
+
+                        t = time.monotonic()
+                        existing = SparkSession.getActiveSession()
+                        spark = get_spark("lakehouse-bench", settings)
+                        created_spark = spark if existing is None else None
+                        validate_rules()
+                        storage.ensure_tables(spark, settings)
+                        listener = _progress_listener()
+                        spark.streams.addListener(listener)
+                        r["spark"] = {"start_seconds": round(time.monotonic() - t, 2)}
+                        log.info("spark: session and tables ready in %.1fs; warming up on the profile topic",
+                                 time.monotonic() - t)
+                        ceiling(spark, settings, PROFILE_TOPIC, "warmup")
+
+                with self.section("ceiling", needs=("spark",)) as ok:
+                    if ok:
+                        first = ceiling(spark, settings, TOPIC, "ceiling-1")
+                        log.info("ceiling: Spark reads %s records in %.1fs = %s events/s", f"{records:,}", first,
+                                 f"{records / first:,.0f}")
+                        r["ceiling"] = {"events": records, "runs_seconds": [round(first, 3)]}
+                        self._ceiling_rate()
+
+                with self.section("pipeline", needs=("ceiling",)) as ok:
+                    if ok:
+                        r["pipeline"] = catch_up(spark, settings, listener, records, r["ceiling"]["events_per_s"])
+                        r["cost_disk_per_million_events"] = disk_per_million(settings, records)
+
+                with self.section("baseline_catch_up", needs=("ceiling",)) as ok:
+                    if ok:
+                        log.info("baseline: the original design catching up on the same %s records", f"{records:,}")
+                        r["baseline_catch_up"] = baseline_catch_up(spark, settings, records,
+                                                                   r["ceiling"]["events_per_s"])
+                        # a second ceiling run after the others: the reference is their mean
+                        again = ceiling(spark, settings, TOPIC, "ceiling-2")
+                        r["ceiling"]["runs_seconds"].append(round(again, 3))
+                        log.info("ceiling again: %.1fs = %s events/s", again, f"{records / again:,.0f}")
+                        self._ceiling_rate()
+                        self._rescale()
+
+                with self.section("dashboard_server", needs=("pipeline",)) as ok:
+                    if ok:
+                        dashboard, port = start_dashboard(watch)
+                        r["dashboard_server"] = {"port": port}
+
+                r["freshness"] = []
+                for i, rate in enumerate(p.rates):
+                    with self.section(f"freshness_{rate}", needs=("dashboard_server",)) as ok:
+                        if ok:
+                            f = freshness_ours(spark, settings, listener, rate, p.fresh_seconds, p.drain_seconds,
+                                               seed=11 + i, dashboard_port=r["dashboard_server"]["port"], watch=watch)
+                            r["freshness"].append(f)
+                            log.info("freshness %s/s: PostgreSQL p50 %.2fs p95 %.2fs, API p50 %.2fs p95 %.2fs",
+                                     f"{rate:,}", f["postgres"]["p50"] or -1, f["postgres"]["p95"] or -1,
+                                     f["api"]["p50"] or -1, f["api"]["p95"] or -1)
+
+                with self.section("baseline_freshness", needs=("spark",)) as ok:
+                    if ok:
+                        r["baseline_freshness"] = freshness_baseline(spark, settings, p.baseline_seconds,
+                                                                     p.drain_seconds, 21, p.baseline_triggers, watch)
+
+                with self.section("dashboard", needs=("dashboard_server",)) as ok:
+                    if ok:
+                        log.info("dashboard: %s requests at %s concurrent clients", f"{p.requests:,}", CONCURRENCY)
+                        r["dashboard"] = dashboard_load(settings, r["dashboard_server"]["port"], p.requests,
+                                                        p.single_requests)
+                        log.info("dashboard: p50 %.0f ms, p95 %.0f ms, p99 %.0f ms, %.0f requests/s",
+                                 r["dashboard"]["p50_ms"], r["dashboard"]["p95_ms"], r["dashboard"]["p99_ms"],
+                                 r["dashboard"]["throughput_rps"])
+
+                with self.section("cost_files", needs=("pipeline",)) as ok:
+                    if ok:
+                        r["cost_files"] = files_per_table(spark, settings)
+                with contextlib.suppress(Exception):
+                    r["versions"] = versions(spark, settings)
+            finally:
+                if dashboard is not None:
+                    dashboard.terminate()
+                    try:
+                        dashboard.wait(10)
+                    except subprocess.TimeoutExpired:
+                        dashboard.kill()
+                watch.stop()
+                if spark is not None:
+                    for q in spark.streams.active:
+                        with contextlib.suppress(Exception):
+                            q.stop()
+                if created_spark is not None:
+                    created_spark.stop()
+                quiet.setLevel(level)
+            r["cost_memory"] = {"peak_bytes": dict(sorted(watch.peak.items())),
+                                "cpu_seconds": {k: round(v, 1) for k, v in sorted(watch.cpu.items())}}
+        cpu_end = psutil.cpu_times()
+        busy = sum(getattr(cpu_end, f) - getattr(cpu_start, f) for f in ("user", "system", "nice", "irq", "softirq"))
+        elapsed = time.monotonic() - started
+        ours = sum(watch.cpu.values())
+        r["machine"]["cpu_busy_share"] = round(busy / (elapsed * (os.cpu_count() or 1)), 3)
+        r["machine"]["cpu_seconds_other_processes"] = round(max(0.0, busy - ours), 1)
+        r["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        r["elapsed_seconds"] = round(elapsed, 1)
+        r["goals"] = goals(r)
+        return r
+
+    def _ceiling_rate(self) -> None:
+        c = self.results["ceiling"]
+        c["seconds"] = round(statistics.mean(c["runs_seconds"]), 3)
+        c["events_per_s"] = round(c["events"] / c["seconds"], 1)
+
+    def _rescale(self) -> None:
+        """Fractions of the ceiling against the mean of both ceiling runs."""
+        rate = self.results["ceiling"]["events_per_s"]
+        pipe = self.results.get("pipeline")
+        if pipe:
+            for fig in [*pipe["layers"].values(), pipe["whole"], pipe["whole_with_sync"], pipe["sync"]]:
+                fig["fraction_of_ceiling"] = round(fig["events_per_s"] / rate, 4)
+        base = self.results.get("baseline_catch_up")
+        if base:
+            base["fraction_of_ceiling"] = round(base["events_per_s"] / rate, 4)
+
+
+def _message_sizes(settings: Settings) -> dict:
+    """Mean bytes of the messages the simulator sends (clean v1 and all, as produced)."""
+    from simulator.cli import _records
+
+    args = _sim_args(["--events", "5000", "--rate", "0", "--seed", "4", "--faults", str(FAULT_FRACTION),
+                      "--fault-kinds", ",".join(FAULT_KINDS)])
+    sizes = [(len(rec.value), rec.fault) for rec in _records(args, 5000)]
+    clean = [s for s, f in sizes if f is None]
+    return {"clean_v1": round(statistics.mean(clean), 1), "all": round(statistics.mean(s for s, _ in sizes), 1)}
+
+
+# --- goals and where the time goes -----------------------------------------------------
+
+def goals(r: dict) -> list[dict]:
+    out = []
+    pipe = r.get("pipeline")
+    if pipe:
+        frac = pipe["whole"]["fraction_of_ceiling"]
+        out.append({"goal": "whole pipeline (bronze+silver+gold) >= 1/3 of the ceiling",
+                    "measured": f"{frac:.2f} of the ceiling", "value": frac, "met": frac >= GOAL_CEILING_FRACTION,
+                    "where": pipeline_where(r)})
+    fresh = next((f for f in r.get("freshness", []) if f["rate_target"] == GOAL_FRESHNESS_RATE),
+                 (r.get("freshness") or [None])[0])
+    if fresh:
+        p95 = fresh["api"]["p95"]
+        out.append({"goal": f"freshness p95 <= {GOAL_FRESHNESS_P95_S:.0f} s at {fresh['rate_target']:,} events/s "
+                            "(dashboard API)",
+                    "measured": f"{_fmt_s(p95)} (PostgreSQL {_fmt_s(fresh['postgres']['p95'])})", "value": p95,
+                    "met": p95 is not None and p95 <= GOAL_FRESHNESS_P95_S and not fresh["api"]["events_never_seen"],
+                    "where": freshness_where(fresh)})
+    dash = r.get("dashboard")
+    if dash:
+        out.append({"goal": f"dashboard API p95 < {GOAL_API_P95_MS:.0f} ms at {CONCURRENCY} concurrent clients",
+                    "measured": _fmt_ms(dash["p95_ms"]), "value": dash["p95_ms"],
+                    "met": dash["p95_ms"] < GOAL_API_P95_MS and dash["errors"] == 0, "where": dashboard_where(dash)})
+    prod = r.get("producer")
+    if prod:
+        out.append({"goal": f"producer >= {PRODUCER_GOAL:,} events/s (the original aim)",
+                    "measured": f"{prod['events_per_s']:,.0f} events/s", "value": prod["events_per_s"],
+                    "met": prod["events_per_s"] >= PRODUCER_GOAL, "where": producer_where(prod)})
+    return out
+
+
+def producer_where(prod: dict) -> str:
+    cats = ", ".join(f"{k} {v:.0%}" for k, v in list(prod["profile"]["by_category"].items())[:4])
+    return (f"one Python process: the event generator alone makes {prod['generation_only_events_per_s']:,.0f} "
+            f"events/s, so {prod['generation_share_of_time']:.0%} of the producer's time is making events and the rest "
+            f"is the kafka-python client; CPU by part (cProfile, all threads): {cats}")
+
+
+def pipeline_where(r: dict) -> str:
+    pipe = r["pipeline"]
+    total = pipe["whole"]["seconds"]
+    parts = []
+    for name, fig in pipe["layers"].items():
+        top = next(iter(fig.get("parts_ms", {}).items()), None)
+        extra = f", mostly {top[0]}" if top else ""
+        parts.append(f"{name} {fig['seconds']:.1f} s ({fig['seconds'] / total:.0%}; {fig.get('batches', 0)} batches"
+                     f"{extra})")
+    return "layer times: " + "; ".join(parts) + f"; then the PostgreSQL sync {pipe['sync']['seconds']:.1f} s"
+
+
+def freshness_where(f: dict) -> str:
+    hops = f.get("hops", {})
+    if not hops.get("events_modelled"):
+        return "no hop model (too few batches)"
+    m = hops["mean_s"]
+    parts = [f"{h} wait {m[h + '_wait']:.1f} s + run {m[h + '_run']:.1f} s" for h in ("bronze", "silver", "gold", "sync")]
+    return (f"mean per hop (trigger {f.get('trigger_s', 0):g} s): " + "; ".join(parts)
+            + f" (modelled p50 {hops['model_total']['p50']:.1f} s vs measured {f['postgres']['p50'] or 0:.1f} s)")
+
+
+def dashboard_where(d: dict) -> str:
+    solo = d["single_client"]
+    return (f"one client alone: p50 {solo['p50_ms']:.0f} ms per request ({solo['throughput_rps']:.0f} requests/s), "
+            f"of which ~{d['pg_connect_ms']:.0f} ms per PostgreSQL connection (one per query batch, "
+            f"CONN_MAX_AGE=0); at {d['concurrency']} clients the server does {d['throughput_rps']:.0f} requests/s, "
+            f"so requests mostly queue ({d['concurrency']} / {d['throughput_rps']:.0f} per s "
+            f"= ~{d['concurrency'] / max(d['throughput_rps'], 1e-9) * 1000:.0f} ms)")
+
+
+# --- the report ------------------------------------------------------------------------
+
+def table_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    """(section, measure, value, ratio or note) for the printed table and the Markdown one."""
+    rows = []
+    prod = r.get("producer")
+    if prod:
+        rows.append(("producer", f"simulator -> Kafka ({prod['mean_message_bytes']['clean_v1']:.0f}-byte v1 messages)",
+                     f"{prod['events_per_s']:,.0f} events/s",
+                     f"{prod['fraction_of_goal']:.2f} of the {PRODUCER_GOAL:,}/s goal"))
+        rows.append(("producer", "event generator alone (no Kafka)", f"{prod['generation_only_events_per_s']:,.0f} events/s",
+                     f"{prod['generation_share_of_time']:.0%} of producer time"))
+    c = r.get("ceiling")
+    if c:
+        runs = ", ".join(f"{c['events'] / s:,.0f}" for s in c["runs_seconds"])
+        rows.append(("ceiling", "Spark Kafka source -> noop", f"{c['events_per_s']:,.0f} events/s",
+                     f"1.00 (runs: {runs})"))
+    pipe = r.get("pipeline")
+    if pipe:
+        for name, fig in pipe["layers"].items():
+            rows.append(("catch-up", f"{name} ({fig['seconds']:.1f} s)", f"{fig['events_per_s']:,.0f} events/s",
+                         f"{fig['fraction_of_ceiling']:.2f} of ceiling"))
+        rows.append(("catch-up", f"whole: bronze+silver+gold ({pipe['whole']['seconds']:.1f} s)",
+                     f"{pipe['whole']['events_per_s']:,.0f} events/s",
+                     f"{pipe['whole']['fraction_of_ceiling']:.2f} of ceiling"))
+        rows.append(("catch-up", f"sync to PostgreSQL ({pipe['sync']['seconds']:.1f} s)",
+                     f"{pipe['sync']['events_per_s']:,.0f} events/s", f"{pipe['sync']['fraction_of_ceiling']:.2f} of ceiling"))
+        rows.append(("catch-up", "whole + sync", f"{pipe['whole_with_sync']['events_per_s']:,.0f} events/s",
+                     f"{pipe['whole_with_sync']['fraction_of_ceiling']:.2f} of ceiling"))
+    b = r.get("baseline_catch_up")
+    if b:
+        rows.append(("baseline", f"original design catch-up ({b['seconds']:.1f} s)", f"{b['events_per_s']:,.0f} events/s",
+                     f"{b['fraction_of_ceiling']:.2f} of ceiling"
+                     + (f"; ours {pipe['whole_with_sync']['events_per_s'] / b['events_per_s']:.2f}x its rate"
+                        if pipe else "")))
+    for f in r.get("freshness", []):
+        for probe, where in (("postgres", "PostgreSQL"), ("api", "dashboard API")):
+            x = f[probe]
+            rows.append(("freshness", f"ours at {f['rate_target']:,}/s ({f['rate_achieved']:,.0f} achieved) -> {where}",
+                         f"p50 {_fmt_s(x['p50'])}, p95 {_fmt_s(x['p95'])}, p99 {_fmt_s(x['p99'])}",
+                         f"{x['events_seen']:,} events" + (f", {x['events_never_seen']:,} never seen"
+                                                           if x["events_never_seen"] else "")))
+    bf = r.get("baseline_freshness")
+    if bf:
+        ours = next((f for f in r.get("freshness", []) if f["rate_target"] == GOAL_FRESHNESS_RATE), None)
+        for key in ("long_trigger", "short_trigger"):
+            x = bf[key]
+            note = f"{x['events_seen']:,} events"
+            if ours and ours["postgres"]["p50"] and x["p50"]:
+                note += f"; its p50 is {x['p50'] / ours['postgres']['p50']:.2f}x ours"
+            rows.append(("baseline", f"original design, {x['trigger_s']:g} s trigger, {bf['rate_target']:,}/s -> PostgreSQL",
+                         f"p50 {_fmt_s(x['p50'])}, p95 {_fmt_s(x['p95'])}, p99 {_fmt_s(x['p99'])}", note))
+        dc = bf["double_count"]
+        rows.append(("baseline", f"sum of its appended rows vs true count ({dc['trigger_s']:g} s trigger)",
+                     f"{dc['ratio']:.1f}x", f"{dc['sum_of_appended_rows']:,} counted for {dc['true_events']:,} events"))
+    d = r.get("dashboard")
+    if d:
+        rows.append(("dashboard", f"JSON API, {d['concurrency']} concurrent clients ({d['requests']:,} requests)",
+                     f"p50 {_fmt_ms(d['p50_ms'])}, p95 {_fmt_ms(d['p95_ms'])}, p99 {_fmt_ms(d['p99_ms'])}",
+                     f"{d['throughput_rps']:,.0f} requests/s, {d['errors']} errors"))
+        s = d["single_client"]
+        rows.append(("dashboard", "JSON API, one client", f"p50 {_fmt_ms(s['p50_ms'])}, p95 {_fmt_ms(s['p95_ms'])}",
+                     f"{s['throughput_rps']:,.0f} requests/s"))
+    for label, peak in r.get("cost_memory", {}).get("peak_bytes", {}).items():
+        cpu = r["cost_memory"]["cpu_seconds"].get(label)
+        rows.append(("memory", f"peak {'PSS' if label.startswith('postgresql') else 'RSS'}: {label}",
+                     _fmt_bytes(peak), f"{cpu:,.0f} CPU s" if cpu is not None else ""))
+    disk = r.get("cost_disk_per_million_events")
+    files = r.get("cost_files", {})
+    if disk:
+        for name, size in disk.items():
+            f = files.get(name)
+            note = (f"{f['files_in_snapshot']} files in snapshot, {f['files_on_disk']} on disk, {f['versions']} versions"
+                    if f else "")
+            rows.append(("disk", f"{name} per million events", _fmt_bytes(size), note))
+    return rows
+
+
+def print_table(r: dict) -> None:
+    rows = table_rows(r)
+    widths = [max(len(row[i]) for row in rows + [("section", "measure", "value", "ratio / note")]) for i in range(4)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print()
+    print(line.format("section", "measure", "value", "ratio / note"))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line.format(*row))
+    print()
+    for g in r.get("goals", []):
+        print(f"{'MET   ' if g['met'] else 'MISSED'} {g['goal']}: {g['measured']}")
+        if not g["met"]:
+            print(f"       where the time goes: {g['where']}")
+    for e in r.get("errors", []):
+        print(f"ERROR  {e['section']}: {e['error']}")
+
+
+METHOD = """\
+## How each figure is measured
+
+All of it runs in one process (`lakehouse bench`) against a private Kafka broker and PostgreSQL
+server (a temporary `LAKEHOUSE_HOME`, free ports, removed at the end), never a running
+`make stream`. Throughput figures count the topic's records (events plus the injected duplicate
+records) and are compared as ratios measured in the same run: the machine is shared, so the
+absolute numbers move from run to run, the ratios much less.
+
+- **Producer**: `lakehouse simulate --rate 0 --events N --faults 0.01` (every fault kind but
+  `oversize`, whose ~1 MB records would be most of the bytes), called in-process through
+  `simulator.cli.run`, i.e. the simulator's own `KafkaSink` (acks=all, idempotent, gzip).
+  Events/s is events over the simulator's own elapsed time, final flush included. The event
+  generator alone (no Kafka) is timed separately, and a short run is profiled with cProfile in
+  every thread (the producer's I/O thread too); blocking waits (poll, locks, sleeps) are left out
+  of the top 5.
+- **Ceiling**: Spark's Kafka source, read as bronze reads it (`includeHeaders`,
+  `maxOffsetsPerTrigger`), into the `noop` sink with `availableNow`, after a warm-up query. Run
+  twice (before the catch-up and after the baseline); the reference is the mean.
+- **Catch-up**: the pipeline's own `bronze`, `silver` and `gold` queries (`pipeline.LAYERS`), one
+  after the other with `availableNow`, each timed from start to termination, then
+  `serving.sync.sync_all`. Each layer's events/s is the run's records over that layer's time;
+  "whole" is records over the three layers' summed time.
+- **Baseline**: the original project's design, re-created inside `lakehouse/bench.py`: Kafka ->
+  `from_json` -> the events as JSON files, and count and sum of the estimated resolution time
+  by city and status (`outputMode("update")`) appended to a PostgreSQL table from
+  `foreachBatch` (psycopg2). Catch-up: both queries with `availableNow` over the same topic.
+  Freshness: its 20 s trigger and a 2 s trigger side by side, from the topic's end, at
+  1,000 events/s. Its visible total is the latest row per group; "sum of appended rows" is what
+  adding up the table gives, since update mode appends every changed group's running total
+  again in every micro-batch.
+- **Freshness**: the pipeline as `lakehouse stream` runs it (three chained queries on the default
+  trigger, the batch-log listener, the sync thread), in-process, while a separate simulator
+  process sends v1 events (no faults) at a steady rate and records when each event was made.
+  PostgreSQL (`sum(event_count)` of `status_by_location`, every 0.2 s) and the dashboard's
+  `/api/overview` (events by status, every 0.25 s) are polled; an event counts as visible at the
+  first poll whose count reaches it, so each event's latency is that poll's start minus its
+  creation time (resolution: the poll interval). The per-hop model takes sampled creation times,
+  finds the first bronze batch starting after each, the first silver batch starting after that
+  one ended, then gold, then the sync, and averages the waits and run times.
+- **Dashboard**: the dashboard (`dashboard.cli.make_server`, served in a thread) runs in a process
+  of its own; an asyncio client sends GETs over new loopback connections, cycling through the
+  JSON endpoints the pages poll, first with one client, then with 50 at once.
+- **Cost**: every process is sampled each second: peak RSS of the Kafka and Spark JVMs and the
+  Python processes, peak PSS summed over PostgreSQL's processes (shared memory counted once);
+  CPU seconds over each process's life. Disk: bytes under each table's folder (data and Delta
+  log) right after the catch-up, scaled to a million events (gold tables are aggregates and do
+  not grow with events). Files per table at the end of the run: data files in the current
+  snapshot, on disk (older versions' files stay until VACUUM), and Delta versions.
+"""
+
+
+def write_markdown(r: dict, path: Path) -> None:
+    m, v = r["machine"], r.get("versions", {})
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `lakehouse bench{' --quick' if r['mode'] == 'quick' else ''}` "
+        f"({'`make bench QUICK=1`' if r['mode'] == 'quick' else '`make bench`'}) on "
+        f"{r['started_at'][:10]} ({r['started_at']}), in {r['elapsed_seconds'] / 60:.1f} minutes"
+        + (" (tiny smoke-test scale)" if r["mode"] == "tiny" else "")
+        + f"; {r['profile']['events']:,} pre-loaded events. The full run (`make bench`) uses 1,000,000 "
+        "events and adds a 10,000 events/s freshness run; the JSON with every figure is "
+        "`bench-results/results.json`.",
+        "",
+        f"**Machine**: {m['cores']} cores ({m['cpu_model']}), {m['memory_bytes'] / 2**30:.1f} GiB memory, {m['os']}. "
+        f"Shared with other work during the run: load average {m['load_average_at_start'][0]:.1f} at the start, "
+        f"{m.get('load_average_at_end', [0])[0]:.1f} at the end; the CPUs were {m.get('cpu_busy_share', 0):.0%} busy, "
+        f"{m.get('cpu_seconds_other_processes', 0):,.0f} CPU seconds of it by processes other than the benchmark's.",
+        "",
+        "**Versions**: " + ", ".join(f"{k.replace('_', ' ')} {val}" for k, val in v.items()) + ".",
+        "",
+        "## Results",
+        "",
+        "| section | measure | value | ratio / note |",
+        "| --- | --- | --- | --- |",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in table_rows(r)],
+        "",
+        "## Goals",
+        "",
+        "| goal | measured | |",
+        "| --- | --- | --- |",
+        *[f"| {g['goal']} | {g['measured']} | {'met' if g['met'] else '**missed**'} |" for g in r.get("goals", [])],
+        "",
+        "## Where the time goes",
+        "",
+    ]
+    for g in r.get("goals", []):
+        lines.append(f"- **{g['goal']}** ({'met' if g['met'] else 'missed'}): {g['where']}.")
+    prod = r.get("producer")
+    if prod:
+        lines += ["", "Producer, cProfile top 5 by own CPU time (all threads, "
+                  f"{prod['profile']['events']:,} events, blocking waits left out):", "",
+                  "| function | own CPU s | share |", "| --- | --- | --- |"]
+        lines += [f"| `{t['function']}` | {t['self_seconds']:.2f} | {t['share']:.0%} |" for t in prod["profile"]["top5"]]
+    for f in r.get("freshness", []):
+        lines += ["", f"Pipeline batches while sending {f['rate_target']:,} events/s (trigger {f['trigger_s']:g} s):", "",
+                  "| hop | batches | mean batch | biggest parts (ms, summed) |", "| --- | --- | --- | --- |"]
+        for name, fig in f["layers"].items():
+            if name == "sync":
+                lines.append(f"| sync | {fig['runs']} | {_fmt_ms(fig['mean_run_ms'])} | |")
+            else:
+                parts = ", ".join(f"{k} {v:,}" for k, v in list(fig.get("parts_ms", {}).items())[:3])
+                lines.append(f"| {name} | {fig['batches']} | {_fmt_ms(fig.get('mean_batch_ms'))} | {parts} |")
+    if r.get("errors"):
+        lines += ["", "## Could not run", ""] + [f"- {e['section']}: {e['error']}" for e in r["errors"]]
+    lines += ["", METHOD]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def run_bench(mode: str, out_dir: Path, docs: Path) -> tuple[int, dict]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(mode, out_dir, docs)
+    results = bench.run()
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_markdown(results, docs)
+    print_table(results)
+    print(f"results: {out_dir / 'results.json'}; report: {docs}; {results['elapsed_seconds'] / 60:.1f} minutes")
+    return (1 if results["errors"] else 0), results
+
+
+def _bench(args: argparse.Namespace) -> int:
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    out = args.out.resolve()
+    docs = out / "benchmarks.md" if mode == "tiny" else REPO_ROOT / "docs" / "benchmarks.md"
+    code, _ = run_bench(mode, out, docs)
+    return code
 
 
 def add_commands(sub) -> None:
     """Register this module's subcommands on the `lakehouse` parser."""
+    p = sub.add_parser("bench", help="measure throughput, freshness and cost on a private stack (docs/benchmarks.md)",
+                       description="Runs the benchmarks on a Kafka and PostgreSQL of its own (never a running "
+                                   "`make stream`), prints a table and writes docs/benchmarks.md and "
+                                   "DIR/results.json. Full: ~30 minutes; --quick: ~5.")
+    p.add_argument("--quick", action="store_true", help="100,000 events, one freshness rate, shorter runs")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the smoke test's scale
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results", metavar="DIR",
+                   help="where results.json goes (default bench-results/)")
+    p.set_defaults(func=_bench)
+
+
+# --- child processes -----------------------------------------------------------------
+
+def _produce_child(spec: dict) -> int:
+    """Send at a steady rate with the simulator's record stream and KafkaSink, noting when each
+    event was made (every event up to 1,000/s, then one note per rate/1000 events)."""
+    from simulator.cli import _records
+    from simulator.producer import KafkaSink
+
+    args = _sim_args(["--duration", str(spec["seconds"]), "--rate", str(spec["rate"]), "--seed", str(spec["seed"])])
+    sink = KafkaSink(spec["bootstrap"], spec["topic"])
+    step = max(1, int(spec["rate"] // 1000))
+    times, counts, n = [], [], 0
+    for record in _records(args, None):
+        sink.send(record)
+        n += 1
+        if n % step == 0:
+            times.append(time.time())
+            counts.append(n)
+    if not counts or counts[-1] != n:
+        times.append(time.time())
+        counts.append(n)
+    delivery = sink.close()
+    Path(spec["out"]).write_text(json.dumps({"times": times, "counts": counts, "events": n,
+                                             "delivered": delivery.delivered, "failed": delivery.failed_count}))
+    return 0 if delivery.failed_count == 0 else 1
+
+
+def _dashboard_child() -> int:
+    from dashboard.cli import make_server
+
+    httpd = make_server("127.0.0.1", 0)
+    print(httpd.server_address[1], flush=True)
+    server = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True)
+    server.start()
+    server.join()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        if sys.argv[1] == "produce":
+            sys.exit(_produce_child(json.loads(sys.argv[2])))
+        if sys.argv[1] == "dashboard":
+            sys.exit(_dashboard_child())
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit("usage: python -m lakehouse.bench produce SPEC | dashboard")

@@ -46,7 +46,7 @@ class BatchLog(StreamingQueryListener):
         if p.numInputRows == 0 and extra is None:
             return
         lags = [int(float(s.metrics.get("maxOffsetsBehindLatest", 0) or 0)) for s in p.sources if s.metrics]
-        fields = {"layer": p.name, "batch_id": p.batchId, "rows_in": p.numInputRows,
+        fields = {"layer": p.name, "query_id": str(p.id), "batch_id": p.batchId, "rows_in": p.numInputRows,
                   "rows_out": p.numInputRows, "quarantined": 0, "duplicates_dropped": 0,
                   **(extra or {}), "duration_ms": p.durationMs.get("triggerExecution", 0),
                   "kafka_lag": max(lags) if lags else None}

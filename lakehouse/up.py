@@ -2,7 +2,7 @@
 
 Starts the stack, then the simulator, the pipeline and the dashboard as child processes,
 prints the dashboard's URL, and on Ctrl-C (or SIGTERM) stops the children (the pipeline
-between batches), then the stack. If a child dies, everything stops with its name.
+between batches), then the stack, unless the stack was already up before. If a child dies, everything stops with its name.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 def run(settings: Settings, *, rate: float, port: int) -> int:
+    already_up = {name for name, _, ok in stack.status(settings) if ok}
     stack.up(settings)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
@@ -45,7 +46,9 @@ def run(settings: Settings, *, rate: float, port: int) -> int:
     try:
         children["dashboard"] = _child("dashboard", "--port", str(port))
         children["pipeline"] = _child("stream")
-        children["simulator"] = _child("simulate", "--forever", "--rate", str(rate))
+        # A new seed each time: the same seed would send the same event ids again, which
+        # silver rightly quarantines as duplicates.
+        children["simulator"] = _child("simulate", "--forever", "--rate", str(rate), "--seed", str(time.time_ns()))
         url = f"http://127.0.0.1:{port}/"
         _wait_http(url, children["dashboard"])
         print(f"\n  dashboard: {url}\n  simulator: {rate:g} events/s into {settings.kafka_topic}; "
@@ -61,6 +64,7 @@ def run(settings: Settings, *, rate: float, port: int) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon the children
         print("stopping...", flush=True)
         for name in ("simulator", "pipeline", "dashboard"):  # upstream first
             proc = children.get(name)
@@ -71,6 +75,9 @@ def run(settings: Settings, *, rate: float, port: int) -> int:
                 proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        stack.down(settings)
+        if already_up:
+            print(f"left running what was already up: {', '.join(sorted(already_up))} (`lakehouse stack down`)")
+        else:
+            stack.down(settings)
         print("stopped")
     return code

@@ -3,8 +3,8 @@
 Every gold table marked ``serve=True`` in ``lakehouse.tables`` becomes a PostgreSQL table
 of the same name (without the layer) and columns, keyed by its declared keys. Two
 bookkeeping tables sit beside them: ``sync_state`` (the per-table high-water mark that
-makes the sync exactly-once) and ``pipeline_batches`` (one row per micro-batch per layer,
-for the dashboard's pipeline page). ``apply()`` is idempotent; it runs with the writer role.
+makes the sync exactly-once) and ``pipeline_batches`` (one row per micro-batch per layer and
+streaming query, for the dashboard's pipeline page). ``apply()`` is idempotent; it runs with the writer role.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS sync_state (
 );
 CREATE TABLE IF NOT EXISTS pipeline_batches (
     layer text NOT NULL,
+    query_id text NOT NULL,
     batch_id bigint NOT NULL,
     rows_in bigint NOT NULL,
     rows_out bigint NOT NULL,
@@ -34,7 +35,7 @@ CREATE TABLE IF NOT EXISTS pipeline_batches (
     kafka_lag bigint,
     table_version bigint,
     finished_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (layer, batch_id)
+    PRIMARY KEY (layer, query_id, batch_id)
 );
 """
 

@@ -128,14 +128,14 @@ def sync_all(spark: SparkSession, settings: Settings, conn=None) -> dict[str, in
 
 
 def record_batches(conn, batches: list[dict]) -> None:
-    """Micro-batch statistics for the dashboard's pipeline page (idempotent by layer and batch id)."""
+    """Micro-batch statistics for the dashboard's pipeline page (idempotent by layer, query and batch id)."""
     if not batches:
         return
-    cols = ("layer", "batch_id", "rows_in", "rows_out", "quarantined", "duplicates_dropped", "duration_ms",
+    cols = ("layer", "query_id", "batch_id", "rows_in", "rows_out", "quarantined", "duplicates_dropped", "duration_ms",
             "kafka_lag", "table_version")
     with conn.cursor() as cur:
         execute_values(cur, f"INSERT INTO pipeline_batches ({', '.join(cols)}) VALUES %s "
-                            "ON CONFLICT (layer, batch_id) DO UPDATE SET "
-                            + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[2:]) + ", finished_at = now()",
+                            "ON CONFLICT (layer, query_id, batch_id) DO UPDATE SET "
+                            + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[3:]) + ", finished_at = now()",
                        [tuple(b.get(c) for c in cols) for b in batches])
     conn.commit()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed"
+# A copy of the original project's sample messages (../shared/seed/), kept with the tests.
+SEED_DIR = Path(__file__).resolve().parent / "data"
 
 
 def free_port() -> int:

@@ -113,8 +113,9 @@ def seed(conn) -> Seeded:
                          duration is None))
         cur.executemany("INSERT INTO incidents VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
         cur.executemany(
-            "INSERT INTO pipeline_batches (layer, batch_id, rows_in, rows_out, quarantined, duplicates_dropped, "
-            "duration_ms, kafka_lag, table_version, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", [
+            "INSERT INTO pipeline_batches (layer, query_id, batch_id, rows_in, rows_out, quarantined, "
+            "duplicates_dropped, duration_ms, kafka_lag, table_version, finished_at) "
+            "VALUES (%s, 'q', %s, %s, %s, %s, %s, %s, %s, %s, %s)", [
                 ("bronze", 1, 80, 80, 0, 0, 400, 20, 11, now - timedelta(seconds=20)),
                 ("bronze", 2, 100, 100, 0, 0, 250, 7, 12, now - timedelta(seconds=5)),
                 ("silver", 2, 100, 97, 2, 1, 900, None, 8, now - timedelta(seconds=4)),

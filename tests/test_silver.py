@@ -138,3 +138,10 @@ def test_valid_events_match_the_declared_silver_schema(spark):
 def test_a_broken_rule_declaration_is_rejected_with_its_name():
     with pytest.raises(ValueError, match="rule bad_policy"):
         validate_rules((*RULES, Rule("bad_policy", 4, "true", "x", policy="explode")))
+
+
+def test_the_sample_kept_with_the_tests_is_the_original_projects():
+    original = SEED_DIR.parents[2] / "shared" / "seed" / "seed_format_events.jsonl"
+    if not original.exists():
+        pytest.skip("../shared/seed is not beside this clone")
+    assert (SEED_DIR / "seed_format_events.jsonl").read_bytes() == original.read_bytes()

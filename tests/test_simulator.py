@@ -13,7 +13,6 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice, pairwise
-from pathlib import Path
 
 import pytest
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
@@ -40,8 +39,9 @@ from simulator.faults import (
 from simulator.fleet import DATA_CENTER_CITIES, ESTIMATE_MINUTES, Fleet, country_name
 from simulator.messages import dump, encode, kafka_key
 from simulator.producer import paced
+from tests.conftest import SEED_DIR
 
-SEED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "seed_format_events.jsonl"
+SEED_SAMPLE = SEED_DIR / "seed_format_events.jsonl"
 START = datetime(2026, 11, 28, 9, 0, 0, tzinfo=UTC)
 JSON_TYPES = {"integer": int, "string": str}
 ALLOWED_TRANSITIONS = {("Green", "Orange"), ("Green", "Red"), ("Orange", "Red"), ("Orange", "Green"), ("Red", "Green")}

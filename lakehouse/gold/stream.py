@@ -64,7 +64,8 @@ def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: 
         _merge(spark, settings, GOLD_INCIDENTS, incidents, writer, batch_id)
         _merge(spark, settings, GOLD_SERVER_STATE, new_state, writer, batch_id)
         n = events.count()
-        return {"rows_in": n, "rows_out": n}
+        return {"rows_in": n, "rows_out": n,
+                "table_version": storage.version(spark, settings, GOLD_STATUS_BY_LOCATION.name)}
     finally:
         events.unpersist()
 

@@ -55,7 +55,8 @@ def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: 
             F.count(F.when(F.array_contains("failed_rules", "unique_event"), 1)).alias("duplicates")).first()
         return {"rows_in": bronze.count(), "rows_out": fresh.count(),
                 "quarantined": counts["quarantined"] - counts["duplicates"],
-                "duplicates_dropped": counts["duplicates"]}
+                "duplicates_dropped": counts["duplicates"],
+                "table_version": storage.version(spark, settings, SILVER_EVENTS.name)}
     finally:
         bronze.unpersist()
 
