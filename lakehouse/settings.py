@@ -71,6 +71,9 @@ class Settings:
     late_after: str
     dedup_horizon_hours: int
     log_level: str
+    # Time travel promised for every table, in days (fractions allowed): `lakehouse maintain`
+    # never vacuums or expires log entries a version inside this window needs.
+    time_travel_days: float = 7.0
 
     @property
     def kafka_port(self) -> int:
@@ -83,6 +86,13 @@ class Settings:
     @property
     def external_postgres(self) -> bool:
         return bool(self.database_url)
+
+    @property
+    def external_kafka(self) -> bool:
+        """KAFKA_EXTERNAL=1, several brokers, or one that is not on this machine: not ours to start."""
+        brokers = self.kafka_bootstrap_servers.split(",")
+        return (os.environ.get("KAFKA_EXTERNAL") == "1" or len(brokers) > 1
+                or self.kafka_host not in ("127.0.0.1", "localhost", "[::1]"))
 
     def table_path(self, table: str) -> str:
         """Storage location of a table named ``layer.name`` under LAKEHOUSE_ROOT."""
@@ -115,4 +125,12 @@ def get_settings() -> Settings:
         late_after=os.environ.get("LAKEHOUSE_LATE_AFTER") or "1 HOUR",
         dedup_horizon_hours=_int("LAKEHOUSE_DEDUP_HORIZON_HOURS", 48),
         log_level=(os.environ.get("LAKEHOUSE_LOG_LEVEL") or "INFO").upper(),
+        time_travel_days=_time_travel_days(),
     )
+
+
+def _time_travel_days() -> float:
+    days = _float("LAKEHOUSE_TIME_TRAVEL_DAYS", 7.0)
+    if not 0 <= days <= 36500:
+        raise ConfigError(f"LAKEHOUSE_TIME_TRAVEL_DAYS={days:g} must be between 0 and 36500 days")
+    return days

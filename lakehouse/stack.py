@@ -435,16 +435,28 @@ def reader_url(settings: Settings) -> str:
 
 
 def up(settings: Settings) -> None:
+    """Start what is ours to start; check that external services answer."""
     ensure_home(settings)
-    Kafka(settings).start()
-    if not settings.external_postgres:
+    kafka = Kafka(settings)
+    if settings.external_kafka:
+        if not kafka.answers():
+            raise ConfigError(f"Kafka at {kafka.address} is unreachable; check KAFKA_BOOTSTRAP_SERVERS")
+        kafka.ensure_topic()
+    else:
+        kafka.start()
+    if settings.external_postgres:
+        if not _postgres_answers(settings.database_url):
+            raise ConfigError(f"PostgreSQL at {_redact(settings.database_url)} is unreachable; check DATABASE_URL")
+    else:
         Postgres(settings).start()
 
 
 def down(settings: Settings) -> None:
+    """Stop what ``up`` started (external services are left alone)."""
     if not settings.external_postgres:
         Postgres(settings).stop()
-    Kafka(settings).stop()
+    if not settings.external_kafka:
+        Kafka(settings).stop()
 
 
 def _postgres_answers(url: str) -> bool:

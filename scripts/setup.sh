@@ -56,4 +56,20 @@ cp node_modules/jquery-ui/dist/jquery-ui.min.js node_modules/jquery-ui/LICENSE.t
 cp node_modules/pivottable/dist/pivot.min.js node_modules/pivottable/dist/pivot.min.css node_modules/pivottable/LICENSE.md "$vendor"/pivottable/
 # Flexmonster loads its toolbar, themes and libraries from its component folder: copy it whole.
 cp -R node_modules/flexmonster "$vendor"/flexmonster
+# Great Expectations Data Docs (`lakehouse dq report`) load these from CDNs by default; the
+# report copies them from here and points its pages at the local copies (lakehouse/quality.py).
+dd="$vendor"/datadocs
+mkdir -p "$dd"/bootstrap "$dd"/bootstrap-table "$dd"/bootstrap-datepicker "$dd"/bootstrap-dark "$dd"/popper "$dd"/vega "$dd"/jquery "$dd"/fontawesome
+cp node_modules/bootstrap/dist/css/bootstrap.min.css node_modules/bootstrap/dist/js/bootstrap.min.js node_modules/bootstrap/LICENSE "$dd"/bootstrap/
+cp node_modules/bootstrap-table/dist/bootstrap-table.min.css node_modules/bootstrap-table/dist/bootstrap-table.min.js \
+   node_modules/bootstrap-table/dist/extensions/filter-control/bootstrap-table-filter-control.min.css \
+   node_modules/bootstrap-table/dist/extensions/filter-control/bootstrap-table-filter-control.min.js node_modules/bootstrap-table/LICENSE "$dd"/bootstrap-table/
+cp node_modules/bootstrap-datepicker/dist/css/bootstrap-datepicker.min.css node_modules/bootstrap-datepicker/dist/js/bootstrap-datepicker.min.js \
+   node_modules/bootstrap-datepicker/LICENSE "$dd"/bootstrap-datepicker/
+cp node_modules/@forevolve/bootstrap-dark/dist/css/bootstrap-prefers-dark.css node_modules/@forevolve/bootstrap-dark/LICENSE "$dd"/bootstrap-dark/
+cp node_modules/popper.js/dist/umd/popper.min.js "$dd"/popper/
+cp node_modules/vega/build/vega.min.js node_modules/vega-lite/build/vega-lite.min.js node_modules/vega-embed/build/vega-embed.min.js "$dd"/vega/
+cp node_modules/jquery/dist/jquery.min.js "$dd"/jquery/
+cp -R node_modules/@fortawesome/fontawesome-free/css node_modules/@fortawesome/fontawesome-free/webfonts \
+   node_modules/@fortawesome/fontawesome-free/LICENSE.txt "$dd"/fontawesome/
 say "setup done"

@@ -24,10 +24,11 @@ from lakehouse.settings import ConfigError, get_settings
 from simulator.faults import FAULT_KINDS, Manifest, Record, check_kinds, records
 from simulator.fleet import Fleet
 from simulator.messages import FORMATS
-from simulator.producer import FileSink, KafkaSink, paced
+from simulator.producer import PRODUCERS, ConfluentSink, FileSink, KafkaSink, paced
 
 DEFAULT_EVENTS = 1000
 DEFAULT_RATE = 100.0  # also the simulated rate the model clock assumes under --rate 0
+DEFAULT_PRODUCER = "kafka-python"
 
 
 def _checked(cast, ok, rule: str):
@@ -90,6 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topic", help="Kafka topic (default $KAFKA_TOPIC, else server-live-status)")
     parser.add_argument("--bootstrap-servers", metavar="HOST:PORT",
                         help="Kafka brokers (default $KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)")
+    parser.add_argument("--producer", choices=tuple(PRODUCERS), default=DEFAULT_PRODUCER,
+                        help="Kafka client: kafka-python (pure Python, gzip) or confluent (librdkafka, lz4; "
+                             "several times faster) (default %(default)s)")
     parser.add_argument("--sim-speed", type=_positive, metavar="X",
                         help="stamp events with a simulated clock running X times faster than real time "
                              "(default: the wall clock)")
@@ -112,6 +116,10 @@ def _records(args: argparse.Namespace, count: int | None) -> Iterator[Record]:
     return records(paced(events, args.rate, args.duration), args.format, args.faults, args.fault_kinds, args.seed)
 
 
+def _producer(args: argparse.Namespace) -> str:
+    return getattr(args, "producer", DEFAULT_PRODUCER)  # a Namespace built by hand may lack it
+
+
 def _params(args: argparse.Namespace, count: int | None, topic: str, bootstrap: str) -> dict:
     return {
         "events": count,
@@ -123,6 +131,7 @@ def _params(args: argparse.Namespace, count: int | None, topic: str, bootstrap: 
         "faults": args.faults,
         "fault_kinds": list(args.fault_kinds),
         "sink": str(args.out) if args.out else f"kafka://{bootstrap}/{topic}",
+        "producer": None if args.out else _producer(args),
         "clock": "simulated" if args.sim_speed is not None or args.start is not None else "wall",
         "sim_speed": args.sim_speed,
         "start": args.start.isoformat() if args.start else None,
@@ -130,7 +139,7 @@ def _params(args: argparse.Namespace, count: int | None, topic: str, bootstrap: 
     }
 
 
-def _send(stream: Iterator[Record], sink: KafkaSink | FileSink, manifest: Manifest, count: int | None) -> bool:
+def _send(stream: Iterator[Record], sink: KafkaSink | ConfluentSink | FileSink, manifest: Manifest, count: int | None) -> bool:
     """Sends everything; returns True when interrupted by Ctrl-C."""
     with tqdm(total=count, unit=" events", unit_scale=True, disable=None, file=sys.stderr) as bar:
         try:
@@ -173,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: flush, summarise
     manifest = Manifest(_params(args, count, topic, bootstrap))
     try:
-        sink = FileSink(args.out) if args.out else KafkaSink(bootstrap, topic)
+        sink = FileSink(args.out) if args.out else PRODUCERS[_producer(args)](bootstrap, topic)
     except ConfigError as error:  # broker unreachable, topic missing
         print(f"error: {error}", file=sys.stderr)
         return 2

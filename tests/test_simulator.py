@@ -13,8 +13,10 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice, pairwise
+from types import SimpleNamespace
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.future import Future
 
@@ -38,7 +40,7 @@ from simulator.faults import (
 )
 from simulator.fleet import DATA_CENTER_CITIES, ESTIMATE_MINUTES, Fleet, country_name
 from simulator.messages import dump, encode, kafka_key
-from simulator.producer import paced
+from simulator.producer import PRODUCERS, paced
 from tests.conftest import SEED_DIR
 
 SEED_SAMPLE = SEED_DIR / "seed_format_events.jsonl"
@@ -386,6 +388,8 @@ def test_cli_defaults():
     args = parse_args()
     assert (args.events, args.duration, args.rate, args.seed, args.servers) == (None, None, 100.0, 1, 500)
     assert (args.format, args.faults, args.fault_kinds, args.sim_speed) == ("v1", 0.0, FAULT_KINDS, None)
+    assert args.producer == "kafka-python"
+    assert parse_args("--producer", "confluent").producer == "confluent"
 
 
 @pytest.mark.parametrize("argv", [
@@ -394,6 +398,7 @@ def test_cli_defaults():
     ("--faults", "1.5"),
     ("--rate", "-1"),
     ("--format", "v2"),
+    ("--producer", "librdkafka"),
 ])
 def test_cli_rejects_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -468,13 +473,97 @@ def test_records_still_unconfirmed_when_the_flush_gives_up_count_as_failed(monke
     assert fake.closed_with == 0
 
 
-def test_unreachable_broker_exits_2_with_one_clear_line(monkeypatch, capsys):
+class FakeConfluentProducer:
+    """Stands in for confluent_kafka.Producer: the 5th produce meets a full queue once, every
+    10th is refused at once, every 3rd delivery report is a failure and, when ``stall`` is
+    set, the final flush serves no report at all."""
+
+    stall = False
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.reports: list = []
+        self.calls = self.polls = 0
+        self.purged = self.closed = False
+
+    def list_topics(self, topic, timeout=None):
+        return SimpleNamespace(topics={topic: SimpleNamespace(error=None, partitions={0: None, 1: None})})
+
+    def produce(self, topic, value, key, on_delivery):
+        self.calls += 1
+        if self.calls == 5:
+            raise BufferError("Local: Queue full")
+        if self.calls % 10 == 0:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        self.reports.append(on_delivery)
+
+    def poll(self, timeout=None):
+        self.polls += 1
+        return 0
+
+    def flush(self, timeout=None):
+        if self.stall:
+            return len(self.reports)
+        for i, report in enumerate(self.reports):
+            report(KafkaError(KafkaError._MSG_TIMED_OUT) if i % 3 == 0 else None, None)
+        self.reports = []
+        return 0
+
+    def purge(self):
+        self.purged = True
+
+    def close(self):
+        self.closed = True
+
+
+def run_with_fake_confluent(monkeypatch, tmp_path, stall: bool) -> tuple[int, dict, FakeConfluentProducer]:
+    made = []
+
+    def make(config):
+        made.append(FakeConfluentProducer(config))
+        return made[-1]
+
+    monkeypatch.setattr(FakeConfluentProducer, "stall", stall)
+    monkeypatch.setattr(producer, "ConfluentProducer", make)
+    manifest = tmp_path / "manifest.json"
+    code = cli.run(parse_args("--events", "100", "--rate", "0", "--producer", "confluent", "--manifest", str(manifest)))
+    return code, json.loads(manifest.read_text()), made[0]
+
+
+def test_confluent_delivery_failures_are_counted_from_delivery_reports_and_exit_1(monkeypatch, tmp_path):
+    code, report, fake = run_with_fake_confluent(monkeypatch, tmp_path, stall=False)
+    assert code == 1
+    assert report["params"]["producer"] == "confluent"
+    delivery = report["delivery"]
+    assert (delivery["delivered"], delivery["failed"]) == (60, 40)  # the full queue was retried, not lost
+    assert delivery["errors"] == {"MSG_SIZE_TOO_LARGE": 10, "_MSG_TIMED_OUT": 30}
+    assert len(delivery["failed_records"]) == 40 and all(len(r["sha256"]) == 64 for r in delivery["failed_records"])
+    assert {r["error"] for r in delivery["failed_records"]} == {"Broker: Message size too large",
+                                                               "Local: Message timed out"}
+    assert fake.config["acks"] == "all" and fake.config["enable.idempotence"] is True
+    assert fake.config["message.max.bytes"] > OVERSIZE_BYTES
+    assert fake.config["compression.type"] == "lz4"
+    assert fake.polls > 90  # after each accepted send and the full queue: served while sending
+    assert fake.closed and not fake.purged
+
+
+def test_confluent_records_still_unconfirmed_when_the_flush_gives_up_count_as_failed(monkeypatch, tmp_path):
+    code, report, fake = run_with_fake_confluent(monkeypatch, tmp_path, stall=True)
+    assert code == 1
+    assert (report["delivery"]["delivered"], report["delivery"]["failed"]) == (0, 100)
+    assert report["delivery"]["errors"] == {"MSG_SIZE_TOO_LARGE": 10, "FlushTimeout": 90}
+    assert fake.purged and fake.closed
+
+
+@pytest.mark.parametrize("producer_name", list(PRODUCERS))
+def test_unreachable_broker_exits_2_with_one_clear_line(monkeypatch, capsys, producer_name):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again before the run: nothing listens there
     monkeypatch.setattr(producer, "BOOTSTRAP_TIMEOUT_MS", 500)
     started = time.monotonic()
-    assert cli.run(parse_args("--events", "5", "--bootstrap-servers", f"127.0.0.1:{port}")) == 2
+    assert cli.run(parse_args("--events", "5", "--bootstrap-servers", f"127.0.0.1:{port}",
+                              "--producer", producer_name)) == 2
     assert time.monotonic() - started < 5
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [(f"error: Kafka broker at 127.0.0.1:{port} is unreachable; start it with "

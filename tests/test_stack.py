@@ -166,3 +166,11 @@ def test_unreachable_external_postgres_is_reported_down():
     result = _cli("stack", "status", env=env)
     assert result.returncode == 1
     assert "postgresql://u:***@127.0.0.1:1/none" in result.stdout and "DOWN" in result.stdout
+
+
+def test_unreachable_external_kafka_gives_one_clear_line():
+    env = {**stack_env(make_home()), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "KAFKA_EXTERNAL": "1"}
+    result = _cli("stack", "up", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: Kafka at 127.0.0.1:1 is unreachable; "
+                                     "check KAFKA_BOOTSTRAP_SERVERS")
