@@ -8,7 +8,7 @@ import pytest
 from lakehouse import storage
 from lakehouse.stack import Postgres, writer_url
 from serving import schema, sync
-from tests.test_pipeline import lake, rows, simulate, table  # noqa: F401 (lake is a fixture)
+from tests.test_pipeline import lake, rows, simulate, table  # noqa: F401 (a fixture, used by name)
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ class CommitFails:
         self.conn.commit()
 
 
-def test_a_sync_retried_after_a_failure_midway_changes_nothing(spark, lake, tmp_path):
+def test_a_sync_retried_after_a_failure_midway_changes_nothing(spark, lake, tmp_path):  # noqa: F811
     from lakehouse import pipeline
 
     simulate(lake, tmp_path, "--events", "300", "--seed", "21")
@@ -73,7 +73,7 @@ def test_a_sync_retried_after_a_failure_midway_changes_nothing(spark, lake, tmp_
     assert all(v is None for v in sync.sync_all(spark, lake).values())  # up to date: nothing more to copy
 
 
-def test_postgres_stopped_and_restarted_mid_stream_loses_nothing(spark, lake, tmp_path):
+def test_postgres_stopped_and_restarted_mid_stream_loses_nothing(spark, lake, tmp_path):  # noqa: F811
     from lakehouse import pipeline
 
     simulate(lake, tmp_path, "--events", "300", "--seed", "31")
