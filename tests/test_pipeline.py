@@ -233,3 +233,44 @@ def test_payload_hashes_match_what_kafka_holds(spark, lake, tmp_path):
     shas = {r["sha"] for r in table(spark, lake, "bronze.events").select(F.sha2("value", 256).alias("sha")).collect()}
     assert {r["sha256"] for r in manifest["injected"]} <= shas
     assert hashlib.sha256(b"").hexdigest() not in shas
+
+
+def test_query_prints_the_exact_totals_of_a_known_input_as_json(spark, lake, capsys):
+    from collections import Counter
+
+    from lakehouse import pipeline
+    from lakehouse.cli import main
+
+    lines = produce_seed_sample(lake)
+    assert pipeline.run(lake, available_now=True) == 0
+    counts, totals = Counter(), Counter()
+    for line in lines:
+        m = json.loads(line)
+        color, severity = m["event_server_status_color_name_severity_level"].split("|")
+        key = (m["event_country_code"], m["event_country_name"], m["event_city_name"], color, severity)
+        counts[key] += 1
+        totals[key] += m["event_estimated_issue_resolution_time"]
+    capsys.readouterr()
+
+    assert main(["query", "gold.status_by_location", "--format", "json", "--limit", "0"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    got = {(r["country_code"], r["country_name"], r["city"], r["status_color"], r["severity_level"]):
+           (r["event_count"], r["total_estimated_resolution_time"]) for r in printed}
+    assert got == {k: (counts[k], totals[k]) for k in counts}
+
+
+def test_query_refuses_a_bad_table_or_version_with_one_line_and_exit_2(spark, lake, capsys):
+    from lakehouse import pipeline
+    from lakehouse.cli import main
+
+    produce_seed_sample(lake)
+    assert pipeline.run(lake, available_now=True) == 0
+    capsys.readouterr()
+    assert main(["query", "gold.nope"]) == 2
+    assert "unknown table 'gold.nope'" in capsys.readouterr().err
+    assert main(["query", "gold.status_by_location", "--version", "999"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: gold.status_by_location has no version 999") and "available: versions 0.." in err
+    assert err.count("\n") == 1
+    assert main(["query", "gold.status_by_location", "--as-of", "yesterday-ish"]) == 2
+    assert "cannot parse timestamp" in capsys.readouterr().err
