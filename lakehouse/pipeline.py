@@ -123,9 +123,9 @@ def _pidfile(settings: Settings) -> Path:
 
 
 def _claim(settings: Settings) -> None:
-    from lakehouse.stack import _read_pid
+    from lakehouse.stack import read_pid
 
-    pid = _read_pid(_pidfile(settings))
+    pid = read_pid(_pidfile(settings))
     if pid and pid != os.getpid():
         raise ConfigError(f"`lakehouse stream` is already running (pid {pid}); stop it first")
     settings.home.mkdir(parents=True, exist_ok=True)

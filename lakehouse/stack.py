@@ -52,8 +52,8 @@ logger.kafka.level = INFO
 
 # --- small helpers ----------------------------------------------------------------
 
-def check_java() -> None:
-    """Kafka 4 and Spark 4 need Java 17 or newer."""
+def check_java() -> str:
+    """The java to run (JAVA_HOME's, else PATH's); Kafka 4 and Spark 4 need 17 or newer."""
     java = shutil.which("java", path=(os.environ.get("JAVA_HOME", "") + "/bin:" + os.environ.get("PATH", "")))
     if not java:
         raise ConfigError("Java not found: install Java 17 (apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
@@ -64,6 +64,7 @@ def check_java() -> None:
         major = int(m.group(2))
     if major < 17:
         raise ConfigError(f"Java {major or '?'} found at {java}, but 17 or newer is required: install openjdk-17 or set JAVA_HOME")
+    return java
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -94,7 +95,7 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _read_pid(path: Path) -> int | None:
+def read_pid(path: Path) -> int | None:
     try:
         pid = int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -185,12 +186,12 @@ class Kafka:
             "",
         ])
 
-    def _java(self, libs: Path, *args: str, **popen) -> list[str]:
-        return ["java", "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+    def _java(self, java: str, libs: Path, *args: str) -> list[str]:
+        return [java, "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
                 "-cp", f"{libs}/*", *args]
 
     def running_pid(self) -> int | None:
-        return _read_pid(self.pidfile)
+        return read_pid(self.pidfile)
 
     def start(self) -> None:
         if self.running_pid():
@@ -200,7 +201,7 @@ class Kafka:
         s = self.settings
         _require_free_port(s.kafka_host, s.kafka_port, "Kafka", "KAFKA_BOOTSTRAP_SERVERS")
         _require_free_port(s.kafka_host, s.kafka_controller_port, "Kafka controller", "KAFKA_CONTROLLER_PORT")
-        check_java()
+        java = check_java()
         libs = kafka_jars(s)
         self.dir.mkdir(parents=True, exist_ok=True)
         props = self.dir / "server.properties"
@@ -210,13 +211,13 @@ class Kafka:
             cluster_id = "-"
             while cluster_id.startswith("-"):  # as Kafka's own Uuid: a leading dash reads as an option
                 cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            r = subprocess.run(self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+            r = subprocess.run(self._java(java, libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise ConfigError(f"formatting Kafka storage in {self.dir / 'data'} failed: "
                                   f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
         with open(self.dir / "kafka.log", "ab") as out:
-            proc = subprocess.Popen(self._java(libs, "kafka.Kafka", str(props)), stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(self._java(java, libs, "kafka.Kafka", str(props)), stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         self.pidfile.write_text(str(proc.pid))
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -319,7 +320,7 @@ class Postgres:
         return f"postgresql://{role}:{pw}@{self.address}/{PG_DATABASE}"
 
     def running_pid(self) -> int | None:
-        return _read_pid(self.data / "postmaster.pid")
+        return read_pid(self.data / "postmaster.pid")
 
     def _run(self, command: str, args: list[str]) -> str:
         with warnings.catch_warnings():  # its import probes XDG_RUNTIME_DIR, which we do not use
