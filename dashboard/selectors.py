@@ -273,3 +273,86 @@ def overview(*, since: datetime, until: datetime) -> dict:
         "events_by_city": events_by_city(),
         "status_over_time": status_over_time(since=since, until=until),
     }
+
+
+# --- data quality (quality_results, quality_quarantine: written by lakehouse/quality.py) ----
+
+def _layer_order(column: str) -> str:
+    return f"CASE split_part({column}, '.', 1) WHEN 'bronze' THEN 0 WHEN 'silver' THEN 1 WHEN 'gold' THEN 2 ELSE 3 END"
+
+
+def quality_latest(*, table: str | None = None, rule: str | None = None) -> list[dict]:
+    """Per table and rule: its latest validation (all its expectations there), passed or not."""
+    where, params = _where({"table_name": table, "rule": rule})
+    return _rows(
+        "WITH latest AS (SELECT DISTINCT ON (table_name, rule) table_name, rule, validation_id, validated_at "
+        f"FROM quality_results{where} ORDER BY table_name, rule, validated_at DESC, validation_id DESC) "
+        "SELECT l.table_name, l.rule, l.validated_at, MAX(r.policy) AS policy, bool_and(r.success) AS success, "
+        "COUNT(*)::bigint AS expectations, COALESCE(SUM(r.unexpected_count), 0)::bigint AS unexpected_count, "
+        "MAX(r.element_count)::bigint AS element_count, MAX(r.delta_version)::bigint AS delta_version, "
+        "string_agg(DISTINCT r.reason, '; ') FILTER (WHERE NOT r.success) AS reason, "
+        "EXTRACT(EPOCH FROM now() - l.validated_at)::float8 AS age_seconds "
+        "FROM latest l JOIN quality_results r USING (table_name, rule, validation_id) "
+        f"GROUP BY l.table_name, l.rule, l.validated_at ORDER BY {_layer_order('l.table_name')}, "
+        "l.table_name, l.rule",
+        params,
+    )
+
+
+def quality_totals(*, since: datetime, until: datetime, table: str | None = None, rule: str | None = None) -> dict:
+    """Validations, expectations evaluated and failed, and the pass rate, in the range."""
+    where, params = _where({"table_name": table, "rule": rule})
+    where = (where + " AND" if where else " WHERE") + " validated_at >= %s AND validated_at < %s"
+    row = _one(
+        "SELECT COUNT(DISTINCT validation_id)::bigint AS validations, COUNT(*)::bigint AS expectations, "
+        "COUNT(*) FILTER (WHERE NOT success)::bigint AS failed, MAX(validated_at) AS last_validated_at "
+        f"FROM quality_results{where}",
+        [*params, since, until],
+    )
+    row["pass_rate"] = (row["expectations"] - row["failed"]) / row["expectations"] if row["expectations"] else None
+    return row
+
+
+def quality_pass_rates(*, since: datetime, until: datetime, table: str | None = None,
+                       rule: str | None = None) -> dict:
+    """Share of the expectations that held, per time bucket and layer (bronze, silver, gold)."""
+    bucket = bucket_minutes(since, until)
+    where, params = _where({"table_name": table, "rule": rule})
+    where = (where + " AND" if where else " WHERE") + " validated_at >= %s AND validated_at < %s"
+    rows = _rows(
+        "SELECT date_bin(make_interval(mins => %s), validated_at, TIMESTAMPTZ '2000-01-01') AS bucket, "
+        "split_part(table_name, '.', 1) AS layer, COUNT(*) FILTER (WHERE success)::float8 / COUNT(*) AS rate "
+        f"FROM quality_results{where} GROUP BY 1, 2 ORDER BY 1",
+        [bucket, *params, since, until],
+    )
+    by_time: dict[datetime, dict[str, float]] = {}
+    for r in rows:
+        by_time.setdefault(r["bucket"], {})[r["layer"]] = round(r["rate"], 4)
+    times = sorted(by_time)
+    layers = [x for x in ("bronze", "silver", "gold") if any(x in v for v in by_time.values())]
+    layers += sorted({k for v in by_time.values() for k in v} - set(layers))
+    return {"bucket_minutes": bucket, "times": times,
+            "series": {layer: [by_time[t].get(layer) for t in times] for layer in layers}}
+
+
+def quality_failures(*, since: datetime, until: datetime, table: str | None = None, rule: str | None = None,
+                     limit: int = 50, offset: int = 0) -> dict:
+    """Failed expectations in the range, newest first, with their sample rows; paginated."""
+    where, params = _where({"table_name": table, "rule": rule})
+    where = (where + " AND" if where else " WHERE") + " NOT success AND validated_at >= %s AND validated_at < %s"
+    params = [*params, since, until]
+    total = _one(f"SELECT COUNT(*)::bigint AS n FROM quality_results{where}", params)["n"]
+    rows = _rows(
+        "SELECT validation_id, validated_at, suite, table_name, delta_version, batch_id, rule, policy, expectation, "
+        "observed_value, element_count, unexpected_count, unexpected_percent, sample_rows, reason "
+        f"FROM quality_results{where} ORDER BY validated_at DESC, validation_id, rule, expectation "
+        "LIMIT %s OFFSET %s",
+        [*params, limit, offset],
+    )
+    return {"total": total, "limit": limit, "offset": offset, "rows": rows}
+
+
+def quality_quarantine() -> list[dict]:
+    """Records quarantined per rule (all of silver.quarantine), with a few recent samples."""
+    return _rows("SELECT rule, quarantined::bigint AS quarantined, last_quarantined_at, samples, updated_at "
+                 "FROM quality_quarantine ORDER BY quarantined DESC, rule")

@@ -11,7 +11,7 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.http import Http404
 from django.urls import path, re_path
 
-from dashboard import views
+from dashboard import quality, timetravel, views
 
 SERVER_ID = r"(?P<server_id>[\w.:@-]{1,200})"
 
@@ -31,6 +31,9 @@ urlpatterns = [
     re_path(rf"^servers/{SERVER_ID}/$", views.server_page, name="server"),
     path("incidents/", views.incidents_page, name="incidents"),
     path("pipeline/", views.pipeline_page, name="pipeline"),
+    path("time-travel/", timetravel.time_travel_page, name="time-travel"),
+    path("quality/", quality.quality_page, name="quality"),
+    re_path(r"^quality/report/(?P<path>.*)$", quality.report_file),
 
     path("api/overview", views.overview_api),
     path("api/pivot", views.pivot_api),
@@ -41,6 +44,11 @@ urlpatterns = [
     re_path(rf"^api/servers/{SERVER_ID}$", views.server_api),
     path("api/incidents", views.incidents_api),
     path("api/pipeline", views.pipeline_api),
+    path("api/time-travel/tables", timetravel.tables_api),
+    path("api/time-travel/history", timetravel.history_api),
+    path("api/time-travel/rows", timetravel.rows_api),
+    path("api/time-travel/diff", timetravel.diff_api),
+    path("api/quality", quality.quality_api),
     re_path(r"^api/", views.api_not_found),
 
     re_path(r"^static/(?P<path>.+)$", static_serve),

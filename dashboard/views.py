@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 REFRESH_CHOICES = (2, 5, 10, 30)  # seconds; the pages never poll faster than 2 s
 NAV = (("overview", "Overview", "/"), ("pivot", "Pivot", "/pivot/"), ("servers", "Servers", "/servers/"),
-       ("incidents", "Incidents", "/incidents/"), ("pipeline", "Pipeline", "/pipeline/"))
+       ("incidents", "Incidents", "/incidents/"), ("pipeline", "Pipeline", "/pipeline/"),
+       ("time-travel", "Time travel", "/time-travel/"), ("quality", "Data quality", "/quality/"))
 
 
 def _json(data, status: int = 200) -> JsonResponse:

@@ -88,8 +88,8 @@ class Profile:
 
 PROFILES = {
     "full": Profile(1_000_000, 50_000, (1000, 10_000), 90, 90, (20, 2), 120, 5000, 200),
-    "quick": Profile(100_000, 10_000, (1000,), 30, 45, (20, 2), 60, 1000, 70),
-    "tiny": Profile(2000, 1000, (100,), 5, 5, (2, 1), 60, 100, 7),  # the smoke test's
+    "quick": Profile(20_000, 10_000, (1000,), 20, 25, (20, 2), 30, 1000, 70),
+    "tiny": Profile(2000, 1000, (100,), 5, 5, (2, 1), 30, 100, 7),  # the smoke test's
 }
 
 
@@ -325,6 +325,8 @@ def _profile_category(key: tuple) -> str | None:
         return None  # blocking waits: not where CPU time goes
     if "zlib" in text or "gzip" in text:
         return "gzip compression (kafka-python)"
+    if "_socket" in text:
+        return "socket calls (kafka-python network)"
     if "/kafka/" in filename:
         return "kafka-python client"
     if "json" in text:
@@ -438,14 +440,16 @@ def _progress_listener():
 
 def _batch_summary(batches: list[dict]) -> dict:
     if not batches:
-        return {"batches": 0, "batch_seconds": 0.0, "parts_ms": {}}
+        return {"batches": 0, "rows": 0, "batch_seconds": 0.0, "parts_ms": {}}
     parts: dict[str, float] = {}
     for b in batches:
         for k, v in b["duration_ms"].items():
             if k != "triggerExecution":
                 parts[k] = parts.get(k, 0) + v
-    return {"batches": len(batches),
-            "batch_seconds": round(sum(b["duration_ms"].get("triggerExecution", 0) for b in batches) / 1000, 3),
+    seconds = sum(b["duration_ms"].get("triggerExecution", 0) for b in batches) / 1000
+    rows = sum(b["rows"] for b in batches)
+    return {"batches": len(batches), "rows": rows, "batch_seconds": round(seconds, 3),
+            "rows_per_batch_second": round(rows / seconds, 1) if seconds else None,
             "mean_batch_ms": round(statistics.mean(b["duration_ms"].get("triggerExecution", 0) for b in batches)),
             "parts_ms": {k: round(v) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}}
 
@@ -463,6 +467,64 @@ def kafka_stream(spark, settings: Settings, topic: str, starting: str = "earlies
     return reader.load()
 
 
+class Steps:
+    """Times the steps inside silver's and gold's micro-batches by wrapping, in this process only,
+    the functions they call: ``process_batch`` of each, silver's appends (``storage.append_once``)
+    and gold's MERGEs (``gold.stream._merge``). Restored on exit; a function that is not there is
+    simply not timed."""
+
+    def __init__(self):
+        self.entries: list[tuple[str, str, float, float]] = []  # (layer, step, seconds, ended at)
+        self._saved: list[tuple[object, str, object]] = []
+
+    def _wrap(self, module, name: str, label) -> None:
+        original = getattr(module, name, None)
+        if original is None:
+            return
+
+        def timed(*args, **kwargs):
+            started = time.monotonic()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.entries.append((*label(args), time.monotonic() - started, time.time()))
+
+        self._saved.append((module, name, original))
+        setattr(module, name, timed)
+
+    def __enter__(self):
+        from lakehouse import storage
+        from lakehouse.gold import stream as gold
+        from lakehouse.silver import stream as silver
+
+        self._wrap(silver, "process_batch", lambda a: ("silver", "batch"))
+        self._wrap(gold, "process_batch", lambda a: ("gold", "batch"))
+        self._wrap(storage, "append_once", lambda a: (str(a[2]).split(".")[0], f"append {a[2]}") if len(a) > 2
+                   else ("silver", "append"))
+        self._wrap(gold, "_merge", lambda a: ("gold", f"merge {getattr(a[2], 'name', '?')}" if len(a) > 2 else "merge"))
+        return self
+
+    def __exit__(self, *exc):
+        for module, name, original in reversed(self._saved):
+            setattr(module, name, original)
+        self._saved.clear()
+
+    def summary(self, since: float = 0.0) -> dict:
+        """Seconds per layer and step since ``since`` (epoch); "other" is the batch minus the timed writes:
+        silver's parsing, judging, splitting, checkpoints and counts; gold's aggregates and timeline."""
+        out: dict[str, dict[str, float]] = {}
+        for layer, step, seconds, ended in list(self.entries):
+            if ended >= since:
+                out.setdefault(layer, {}).setdefault(step, 0.0)
+                out[layer][step] += seconds
+        for layer, steps in out.items():
+            if "batch" in steps:
+                writes = sum(v for k, v in steps.items() if k != "batch")
+                steps["other (compute)"] = max(0.0, steps["batch"] - writes)
+            out[layer] = {k: round(v, 2) for k, v in sorted(steps.items(), key=lambda kv: -kv[1])}
+        return out
+
+
 def ceiling(spark, settings: Settings, topic: str, name: str) -> float:
     """Seconds for Spark's Kafka source to read the whole topic into a no-op sink (availableNow)."""
     started = time.monotonic()
@@ -472,12 +534,13 @@ def ceiling(spark, settings: Settings, topic: str, name: str) -> float:
     return time.monotonic() - started
 
 
-def catch_up(spark, settings: Settings, listener, records: int, ceiling_rate: float) -> dict:
+def catch_up(spark, settings: Settings, listener, steps: Steps, records: int, ceiling_rate: float) -> dict:
     """bronze, silver and gold one after the other (availableNow), then the PostgreSQL sync."""
     from lakehouse import pipeline
     from serving import sync
 
     out: dict = {"events": records, "layers": {}}
+    since = time.time()
     run_ids = {}
     for layer in pipeline.LAYERS:
         log.info("catch-up: %s over %s records ...", layer.QUERY, f"{records:,}")
@@ -507,9 +570,35 @@ def catch_up(spark, settings: Settings, listener, records: int, ceiling_rate: fl
                               "fraction_of_ceiling": round(records / with_sync / ceiling_rate, 4)}
     from lakehouse import storage
 
+    out["steps_seconds"] = steps.summary(since)
     out["bronze_rows"] = storage.read(spark, settings, "bronze.events").count()
     out["accounted"] = out["bronze_rows"] == records
+    with contextlib.suppress(Exception):
+        out["silver_plan"] = silver_plan(spark, settings)
     return out
+
+
+def silver_plan(spark, settings: Settings) -> dict:
+    """Why silver costs what it costs, read off Spark's physical plans (planning only, nothing runs):
+    the JSON parses and VARIANT field reads in the plan of the judged rows, and in the plan of the
+    valid rows (silver.transforms.valid_events, which silver's split filters on), and whether that
+    plan's Filter is compiled (whole-stage code generation) or interpreted."""
+    from lakehouse import storage
+    from lakehouse.silver import transforms as T
+
+    judged = T.judge(T.parse(storage.read(spark, settings, "bronze.events"),
+                             seed_timezone=settings.seed_timezone, late_after=settings.late_after))
+
+    def plan(df) -> str:
+        return df._jdf.queryExecution().executedPlan().toString()
+
+    judged_plan, valid_plan = plan(judged), plan(T.valid_events(judged))
+    filters = [line.strip(" +-:") for line in valid_plan.splitlines() if "Filter (" in line]
+    return {"json_parses_judged": judged_plan.count("parseJson"), "json_parses_valid": valid_plan.count("parseJson"),
+            "variant_reads_judged": judged_plan.count("variant_get("),
+            "variant_reads_valid": valid_plan.count("variant_get("),
+            "filter_chars": max((len(f) for f in filters), default=0),
+            "filter_compiled": all(f.startswith("*") for f in filters) if filters else None}
 
 
 # --- 4. the original design, re-created for comparison ------------------------------------
@@ -758,9 +847,10 @@ def _wait_started(queries, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def _stop_queries(queries) -> None:
+def _stop_queries(queries, wait: float = 10) -> None:
+    """Stop between batches when a batch ends within ``wait`` seconds, else interrupt it (exactly once either way)."""
     for q in queries:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + wait
         while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
             time.sleep(0.2)
         with contextlib.suppress(Exception):
@@ -803,8 +893,8 @@ def hop_model(created: list[float], hops: dict[str, list[tuple[float, float]]]) 
             "model_total": {**_pct(np.array(totals), (50, 95)), "mean": round(float(np.mean(totals)), 3)}}
 
 
-def freshness_ours(spark, settings: Settings, listener, rate: int, seconds: float, drain: float, seed: int,
-                   dashboard_port: int, watch) -> dict:
+def freshness_ours(spark, settings: Settings, listener, steps: Steps, rate: int, seconds: float, drain: float,
+                   seed: int, dashboard_port: int, watch) -> dict:
     """The pipeline as `lakehouse stream` runs it (three chained queries on the default trigger, the
     sync thread, the batch log), in this process, while the simulator sends at ``rate``."""
     from lakehouse import pipeline
@@ -818,8 +908,12 @@ def freshness_ours(spark, settings: Settings, listener, rate: int, seconds: floa
     trigger = {"processingTime": f"{settings.trigger_seconds} seconds"}
     queries = []
     pg = pg_probe(settings, "SELECT sum(event_count) FROM status_by_location")
+    monitor = None
     try:
         syncer.start()
+        quality = getattr(pipeline, "quality", None)  # the data-quality monitor `lakehouse stream` runs too
+        if quality is not None and hasattr(quality, "start_monitor"):
+            monitor = quality.start_monitor(spark, settings)
         queries = [layer.start(spark, settings, trigger, lambda layer, b, f: stats.__setitem__((layer, b), f))
                    for layer in pipeline.LAYERS]
         _wait_started(queries)
@@ -828,6 +922,8 @@ def freshness_ours(spark, settings: Settings, listener, rate: int, seconds: floa
                                {"postgres": (pg, PG_POLL_S), "api": (api_probe(dashboard_port), API_POLL_S)},
                                watch, f"freshness {rate:,}/s")
     finally:
+        if monitor is not None:
+            monitor.stop()
         _stop_queries(queries)
         syncer.stop()
         spark.streams.removeListener(batch_log)
@@ -846,6 +942,7 @@ def freshness_ours(spark, settings: Settings, listener, rate: int, seconds: floa
                       "mean_run_ms": round(statistics.mean(e - s for s, e in hops["sync"]) * 1000) if hops["sync"] else None}
     step = max(1, len(timeline["times"]) // 2000)
     result["hops"] = hop_model(timeline["times"][::step], hops)
+    result["steps_seconds"] = steps.summary(first)
     result["layers"] = layers
     result["trigger_s"] = settings.trigger_seconds
     return result
@@ -898,17 +995,19 @@ def start_dashboard(watch) -> tuple[subprocess.Popen, int]:
     return proc, int(line)
 
 
-async def _load(port: int, requests: int, concurrency: int) -> list[tuple[str, int, float]]:
+async def _load(port: int, requests: int, concurrency: int) -> list[tuple[str, int, float, float]]:
+    """(path, HTTP status, seconds to the whole response, seconds to connect) per request."""
     counter = iter(range(requests))
-    results: list[tuple[str, int, float]] = []
+    results: list[tuple[str, int, float, float]] = []
 
     async def client() -> None:
         for i in counter:
             path = API_PATHS[i % len(API_PATHS)]
             started = time.perf_counter()
-            status = 0
+            status, connected = 0, float("nan")
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                connected = time.perf_counter() - started
                 writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
                 await writer.drain()
                 data = await asyncio.wait_for(reader.read(), timeout=60)
@@ -916,7 +1015,7 @@ async def _load(port: int, requests: int, concurrency: int) -> list[tuple[str, i
                 status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
             except (TimeoutError, OSError, ValueError, IndexError):
                 status = 0
-            results.append((path, status, time.perf_counter() - started))
+            results.append((path, status, time.perf_counter() - started, connected))
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return results
@@ -931,9 +1030,12 @@ def dashboard_load(settings: Settings, port: int, requests: int, single: int) ->
     def figures(rows, seconds):
         ms = np.array([r[2] * 1000 for r in rows])
         ok = sum(1 for r in rows if r[1] == 200)
+        connect = np.array([r[3] * 1000 for r in rows if r[3] == r[3]])
         return {"requests": len(rows), "ok": ok, "errors": len(rows) - ok,
                 **{k + "_ms": v for k, v in _pct(ms).items()}, "mean_ms": round(float(ms.mean()), 2),
-                "throughput_rps": round(len(rows) / seconds, 1)}
+                "throughput_rps": round(len(rows) / seconds, 1),
+                "connect_ms": _pct(connect, (50, 95, 99)),
+                "connects_over_900ms": int((connect > 900).sum())}
 
     started = time.perf_counter()
     one = asyncio.run(_load(port, single, 1))
@@ -941,10 +1043,7 @@ def dashboard_load(settings: Settings, port: int, requests: int, single: int) ->
     started = time.perf_counter()
     rows = asyncio.run(_load(port, requests, CONCURRENCY))
     loaded = figures(rows, time.perf_counter() - started)
-    by_path = {}
-    for path in API_PATHS:
-        ms = np.array([r[2] * 1000 for r in rows if r[0] == path])
-        by_path[path] = _pct(ms, (50, 95))
+    by_path = {path: _pct(np.array([r[2] * 1000 for r in rows if r[0] == path]), (50, 95)) for path in API_PATHS}
     connects = []
     url = reader_url(settings)
     for _ in range(10):
@@ -1039,6 +1138,25 @@ def versions(spark, settings: Settings) -> dict:
 
 # --- the run -------------------------------------------------------------------------
 
+def _boot_spark(box: dict) -> None:
+    """The Spark session: the one already running (a test session's, used as it is) or a new one."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    from lakehouse.spark import get_spark
+
+    started = time.monotonic()
+    try:
+        if SparkContext._active_spark_context is not None:
+            box["spark"], box["created"] = SparkSession.builder.getOrCreate(), False
+        else:
+            box["spark"] = get_spark("lakehouse-bench", get_settings())
+            box["created"] = True
+    except Exception as e:  # noqa: BLE001 - raised again by the spark section
+        box["error"] = e
+    box["seconds"] = round(time.monotonic() - started, 2)
+
+
 class Bench:
     def __init__(self, mode: str, out_dir: Path, docs: Path):
         self.mode, self.profile, self.out_dir, self.docs = mode, PROFILES[mode], out_dir, docs
@@ -1077,10 +1195,13 @@ class Bench:
         r["started_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         r["machine"] = machine()
         cpu_start = psutil.cpu_times()
-        spark = created_spark = listener = None
+        spark = listener = None
         quiet = logging.getLogger("lakehouse.pipeline")
         level = quiet.level
         quiet.setLevel(logging.WARNING)  # the per-batch log lines; the bench collects the same figures
+        boot: dict = {}
+        booting = threading.Thread(target=_boot_spark, args=(boot,), name="bench-spark-boot", daemon=True)
+        booting.start()  # the JVM starts while Kafka and PostgreSQL do
         with private_stack() as settings:
             from lakehouse.stack import Kafka
 
@@ -1088,12 +1209,14 @@ class Bench:
                              "max_offsets_per_trigger": settings.max_offsets_per_trigger,
                              "spark_master": settings.spark_master,
                              "spark_shuffle_partitions": settings.spark_shuffle_partitions,
-                             "fault_fraction": FAULT_FRACTION, "fault_kinds": list(FAULT_KINDS)}
+                             "fault_fraction": FAULT_FRACTION, "fault_kinds": list(FAULT_KINDS),
+                             "dq_interval_seconds": os.environ.get("LAKEHOUSE_DQ_INTERVAL_SECONDS") or "default"}
             for topic in (TOPIC, PROFILE_TOPIC):
                 Kafka(settings).ensure_topic(topic)
             watch = ProcessWatch(settings)
             watch.start()
             dashboard = None
+            steps = Steps().__enter__()
             try:
                 with self.section("producer") as ok:
                     if ok:
@@ -1122,23 +1245,19 @@ class Bench:
 
                 with self.section("spark", needs=("producer",)) as ok:
                     if ok:
-                        from pyspark.sql import SparkSession
-
-                        from lakehouse import storage
-                        from lakehouse.rules import validate_rules
-                        from lakehouse.spark import get_spark
+                        from lakehouse import pipeline
 
                         t = time.monotonic()
-                        spark = SparkSession.getActiveSession()  # a test session's, used as it is
-                        if spark is None:
-                            spark = created_spark = get_spark("lakehouse-bench", settings)
-                        validate_rules()
-                        storage.ensure_tables(spark, settings)
+                        booting.join()
+                        if "error" in boot:
+                            raise boot["error"]
+                        # as `lakehouse stream` prepares it: rules checked, quality rules compiled, tables made
+                        spark = pipeline._session(settings)
                         listener = _progress_listener()
                         spark.streams.addListener(listener)
-                        r["spark"] = {"start_seconds": round(time.monotonic() - t, 2)}
-                        log.info("spark: session and tables ready in %.1fs; warming up on the profile topic",
-                                 time.monotonic() - t)
+                        r["spark"] = {"start_seconds": boot["seconds"], "tables_seconds": round(time.monotonic() - t, 2)}
+                        log.info("spark: session ready in %.1fs (started alongside the stack), tables in %.1fs; "
+                                 "warming up on the profile topic", boot["seconds"], time.monotonic() - t)
                         ceiling(spark, settings, PROFILE_TOPIC, "warmup")
 
                 with self.section("ceiling", needs=("spark",)) as ok:
@@ -1151,7 +1270,7 @@ class Bench:
 
                 with self.section("pipeline", needs=("ceiling",)) as ok:
                     if ok:
-                        r["pipeline"] = catch_up(spark, settings, listener, records, r["ceiling"]["events_per_s"])
+                        r["pipeline"] = catch_up(spark, settings, listener, steps, records, r["ceiling"]["events_per_s"])
                         r["cost_disk_per_million_events"] = disk_per_million(settings, records)
 
                 with self.section("baseline_catch_up", needs=("ceiling",)) as ok:
@@ -1175,7 +1294,7 @@ class Bench:
                 for i, rate in enumerate(p.rates):
                     with self.section(f"freshness_{rate}", needs=("dashboard_server",)) as ok:
                         if ok:
-                            f = freshness_ours(spark, settings, listener, rate, p.fresh_seconds, p.drain_seconds,
+                            f = freshness_ours(spark, settings, listener, steps, rate, p.fresh_seconds, p.drain_seconds,
                                                seed=11 + i, dashboard_port=r["dashboard_server"]["port"], watch=watch)
                             r["freshness"].append(f)
                             log.info("freshness %s/s: PostgreSQL p50 %.2fs p95 %.2fs, API p50 %.2fs p95 %.2fs",
@@ -1202,6 +1321,7 @@ class Bench:
                 with contextlib.suppress(Exception):
                     r["versions"] = versions(spark, settings)
             finally:
+                steps.__exit__(None, None, None)
                 if dashboard is not None:
                     dashboard.terminate()
                     try:
@@ -1215,8 +1335,9 @@ class Bench:
                             q.stop()
                     if listener is not None:
                         spark.streams.removeListener(listener)
-                if created_spark is not None:
-                    created_spark.stop()
+                booting.join()
+                if boot.get("created"):
+                    boot["spark"].stop()
                 quiet.setLevel(level)
             r["cost_memory"] = {"peak_bytes": dict(sorted(watch.peak.items())),
                                 "cpu_seconds": {k: round(v, 1) for k, v in sorted(watch.cpu.items())}}
@@ -1298,6 +1419,16 @@ def producer_where(prod: dict) -> str:
             f"is the kafka-python client; CPU by part (cProfile, all threads): {cats}")
 
 
+def _steps_text(steps: dict) -> str:
+    parts = []
+    for layer in ("silver", "gold"):
+        st = steps.get(layer)
+        if st and st.get("batch"):
+            inner = ", ".join(f"{k} {v:.1f} s" for k, v in st.items() if k != "batch")
+            parts.append(f"{layer}'s batches {st['batch']:.1f} s = {inner}")
+    return "; ".join(parts)
+
+
 def pipeline_where(r: dict) -> str:
     pipe = r["pipeline"]
     total = pipe["whole"]["seconds"]
@@ -1307,26 +1438,60 @@ def pipeline_where(r: dict) -> str:
         extra = f", mostly {top[0]}" if top else ""
         parts.append(f"{name} {fig['seconds']:.1f} s ({fig['seconds'] / total:.0%}; {fig.get('batches', 0)} batches"
                      f"{extra})")
-    return "layer times: " + "; ".join(parts) + f"; then the PostgreSQL sync {pipe['sync']['seconds']:.1f} s"
+    text = "layer times: " + "; ".join(parts) + f"; then the PostgreSQL sync {pipe['sync']['seconds']:.1f} s"
+    if _steps_text(pipe.get("steps_seconds", {})):
+        text += ". Inside the batches: " + _steps_text(pipe["steps_seconds"])
+    sp = pipe.get("silver_plan")
+    if sp and (sp["filter_compiled"] is False or sp["variant_reads_valid"] > 2 * sp["variant_reads_judged"]):
+        text += (f". In silver, the filter that keeps the valid rows (`size(failed_rules) = 0`) is pushed below the "
+                 f"JSON parsing: its Filter expression ({sp['filter_chars']:,} characters, "
+                 f"{'interpreted, not code-generated' if sp['filter_compiled'] is False else 'code-generated'}) "
+                 f"holds {sp['json_parses_valid']} JSON parses and {sp['variant_reads_valid']} VARIANT reads, "
+                 f"against {sp['json_parses_judged']} and {sp['variant_reads_judged']} for judging the rows once; "
+                 "the quarantine filter and the de-duplication window evaluate it again. Materialising the judged "
+                 "rows once (persist or localCheckpoint) before splitting them avoids it")
+    return text
 
 
 def freshness_where(f: dict) -> str:
+    layers = f.get("layers", {})
+    batches = ", ".join(f"{k} {_fmt_s(v['mean_batch_ms'] / 1000)}" for k, v in layers.items()
+                        if k != "sync" and v.get("mean_batch_ms") is not None)
+    sync = layers.get("sync", {}).get("mean_run_ms")
+    text = f"mean batch time (trigger {f.get('trigger_s', 0):g} s): {batches or 'no batches'}"
+    if sync is not None:
+        text += f", PostgreSQL sync {_fmt_ms(sync)}"
+    unseen = f["postgres"]["events_never_seen"]
+    if unseen:
+        rates = ", ".join(f"{k} {v['rows_per_batch_second']:,.0f}" for k, v in layers.items()
+                          if k != "sync" and v.get("rows_per_batch_second"))
+        text += (f"; the pipeline fell behind: {unseen:,} of {f['events']:,} events were still not in PostgreSQL "
+                 f"when the wait ended (so the percentiles are lower bounds); while busy, the layers processed "
+                 f"{rates or 'n/a'} events per second of batch time, against {f['rate_achieved']:,.0f} sent per second")
+    if _steps_text(f.get("steps_seconds", {})):
+        text += "; inside the batches, summed over the run: " + _steps_text(f["steps_seconds"])
     hops = f.get("hops", {})
-    if not hops.get("events_modelled"):
-        return "no hop model (too few batches)"
-    m = hops["mean_s"]
-    parts = [f"{h} wait {m[h + '_wait']:.1f} s + run {m[h + '_run']:.1f} s" for h in ("bronze", "silver", "gold", "sync")]
-    return (f"mean per hop (trigger {f.get('trigger_s', 0):g} s): " + "; ".join(parts)
-            + f" (modelled p50 {hops['model_total']['p50']:.1f} s vs measured {f['postgres']['p50'] or 0:.1f} s)")
+    if hops.get("events_modelled"):
+        m = hops["mean_s"]
+        parts = [f"{h} wait {m[h + '_wait']:.1f} s + run {m[h + '_run']:.1f} s" for h in ("bronze", "silver", "gold", "sync")]
+        text += ("; per hop, on average: " + "; ".join(parts)
+                 + f" (modelled p50 {hops['model_total']['p50']:.1f} s against {f['postgres']['p50'] or 0:.1f} s measured)")
+    return text
 
 
 def dashboard_where(d: dict) -> str:
     solo = d["single_client"]
-    return (f"one client alone: p50 {solo['p50_ms']:.0f} ms per request ({solo['throughput_rps']:.0f} requests/s), "
-            f"of which ~{d['pg_connect_ms']:.0f} ms per PostgreSQL connection (one per query batch, "
+    text = (f"one client alone: p50 {solo['p50_ms']:.0f} ms per request ({solo['throughput_rps']:.0f} requests/s), "
+            f"of which ~{d['pg_connect_ms']:.0f} ms is opening the PostgreSQL connection (one per request, "
             f"CONN_MAX_AGE=0); at {d['concurrency']} clients the server does {d['throughput_rps']:.0f} requests/s, "
-            f"so requests mostly queue ({d['concurrency']} / {d['throughput_rps']:.0f} per s "
-            f"= ~{d['concurrency'] / max(d['throughput_rps'], 1e-9) * 1000:.0f} ms)")
+            f"so a request waits its turn (~{d['concurrency'] / max(d['throughput_rps'], 1e-9) * 1000:.0f} ms "
+            f"= {d['concurrency']} / {d['throughput_rps']:.0f} per s)")
+    slow = d.get("connects_over_900ms", 0)
+    if slow:
+        text += (f"; and {slow} of {d['requests']} TCP connects took over 0.9 s (connect p95 "
+                 f"{d['connect_ms']['p95']:.0f} ms): Django's WSGI server listens with a backlog of 10, so the "
+                 "connections beyond it are dropped and the client's SYN is retried after 1 s")
+    return text
 
 
 # --- the report ------------------------------------------------------------------------
@@ -1452,7 +1617,11 @@ absolute numbers move from run to run, the ratios much less.
 - **Catch-up**: the pipeline's own `bronze`, `silver` and `gold` queries (`pipeline.LAYERS`), one
   after the other with `availableNow`, each timed from start to termination, then
   `serving.sync.sync_all`. Each layer's events/s is the run's records over that layer's time;
-  "whole" is records over the three layers' summed time.
+  "whole" is records over the three layers' summed time. Silver's physical plan is also read
+  (planning only) to count the JSON parses and VARIANT reads its filters evaluate. Inside silver's
+  and gold's micro-batches (here and in the freshness run) the bench times each batch, silver's
+  Delta appends and gold's MERGEs by wrapping those functions in its own process; the rest of a
+  batch ("other") is its computation: parsing, judging, de-duplicating, aggregating, checkpoints.
 - **Baseline**: the original project's design, re-created inside `lakehouse/bench.py`: Kafka ->
   `from_json` -> the events as JSON files, and count and sum of the estimated resolution time
   by city and status (`outputMode("update")`) appended to a PostgreSQL table from
@@ -1462,7 +1631,7 @@ absolute numbers move from run to run, the ratios much less.
   adding up the table gives, since update mode appends every changed group's running total
   again in every micro-batch.
 - **Freshness**: the pipeline as `lakehouse stream` runs it (three chained queries on the default
-  trigger, the batch-log listener, the sync thread), in-process, while a separate simulator
+  trigger, the batch-log listener, the sync thread, the data-quality monitor), in-process, while a separate simulator
   process sends v1 events (no faults) at a steady rate and records when each event was made.
   PostgreSQL (`sum(event_count)` of `status_by_location`, every 0.2 s) and the dashboard's
   `/api/overview` (events by status, every 0.25 s) are polled; an event counts as visible at the
@@ -1472,7 +1641,9 @@ absolute numbers move from run to run, the ratios much less.
   one ended, then gold, then the sync, and averages the waits and run times.
 - **Dashboard**: the dashboard (`dashboard.cli.make_server`, served in a thread) runs in a process
   of its own; an asyncio client sends GETs over new loopback connections, cycling through the
-  JSON endpoints the pages poll, first with one client, then with 50 at once.
+  JSON endpoints the pages poll, first with one client, then with 50 at once; the time to open
+  the TCP connection is kept apart, and so is the time to open a PostgreSQL connection (the
+  dashboard opens one per request).
 - **Cost**: every process is sampled each second: peak RSS of the Kafka and Spark JVMs and the
   Python processes, peak PSS summed over PostgreSQL's processes (shared memory counted once);
   CPU seconds over each process's life. Disk: bytes under each table's folder (data and Delta

@@ -168,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
     q.set_defaults(func=_query)
 
-    from lakehouse import bench, timetravel
+    from lakehouse import bench, quality, timetravel
 
     timetravel.add_commands(sub)
+    quality.add_commands(sub)
 
     from dashboard.cli import add_arguments as dashboard_arguments
 

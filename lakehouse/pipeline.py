@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pyspark.sql.streaming import StreamingQueryListener
 
-from lakehouse import storage
+from lakehouse import quality, storage
 from lakehouse.bronze import stream as bronze
 from lakehouse.gold import stream as gold
 from lakehouse.rules import validate_rules
@@ -42,6 +42,8 @@ class BatchLog(StreamingQueryListener):
 
     def onQueryProgress(self, event):
         p = event.progress
+        if (p.name or "").startswith(quality.QUERY_PREFIX):  # data-quality streams are not pipeline layers
+            return
         extra = self.stats.pop((p.name, p.batchId), None)
         if p.numInputRows == 0 and extra is None:
             return
@@ -136,7 +138,9 @@ def _session(settings: Settings):
     from lakehouse.spark import get_spark
 
     validate_rules()
+    quality.interval_seconds()  # a bad LAKEHOUSE_DQ_INTERVAL_SECONDS is refused before Spark starts
     spark = get_spark("lakehouse-stream", settings)
+    quality.compile_rules(spark)
     storage.ensure_tables(spark, settings)
     return spark
 
@@ -160,7 +164,14 @@ def run(settings: Settings, *, available_now: bool = False) -> int:
             if available_now:
                 for layer in LAYERS:
                     if _ready(spark, settings, layer):
-                        layer.start(spark, settings, {"availableNow": True}, on_batch).awaitTermination()
+                        try:
+                            layer.start(spark, settings, {"availableNow": True}, on_batch).awaitTermination()
+                        except Exception:
+                            failure = quality.take_failure()  # policy fail: one clear message, not a trace
+                            if failure is None:
+                                raise
+                            quality.record_stop(spark, settings, failure)
+                            raise failure from None
                 time.sleep(0.5)  # let the listener deliver the last progress events
                 try:
                     syncer.sync_once()
@@ -172,7 +183,12 @@ def run(settings: Settings, *, available_now: bool = False) -> int:
                     syncer._close()
                 return 0
             syncer.start()
-            code = _supervise(spark, settings, on_batch)
+            monitor = quality.start_monitor(spark, settings)  # Great Expectations, off the streaming threads
+            try:
+                code = _supervise(spark, settings, on_batch)
+            finally:
+                if monitor is not None:
+                    monitor.stop()
             syncer.stop()
             return code
         finally:
@@ -197,13 +213,22 @@ def _supervise(spark, settings: Settings, on_batch) -> int:
     log.info("streaming", extra={"fields": {"topic": settings.kafka_topic, "root": settings.root,
                                             "trigger_s": settings.trigger_seconds}})
     retry_at: dict = {}
+    stopped: set = set()  # layers stopped by a rule with policy fail: they wait for a restart
     while not stop.wait(1.0):
         for layer, q in list(queries.items()):
+            if layer in stopped:
+                continue
             if q is None:
                 if _ready(spark, settings, layer):
                     queries[layer] = layer.start(spark, settings, trigger, on_batch)
                 continue
             if q.isActive:
+                continue
+            failure = quality.take_failure() if layer is silver else None
+            if failure is not None:
+                log.error(str(failure))
+                quality.record_stop(spark, settings, failure)
+                stopped.add(layer)
                 continue
             if layer not in retry_at:
                 err = q.exception()

@@ -168,17 +168,41 @@ GOLD_INCIDENTS = Table(
     serve=True,
 )
 
+QUALITY_RESULTS = Table(
+    name="quality.results",
+    grain="one row per expectation per Great Expectations validation (lakehouse/quality.py)",
+    keys=("validation_id", "rule", "expectation"),
+    columns=(
+        ("validation_id", "STRING", "the validation: suite and data-quality batch, or the table versions validated"),
+        ("validated_at", "TIMESTAMP", "when the validation ran (UTC)"),
+        ("suite", "STRING", "Great Expectations suite: the table, or a view computed from it"),
+        ("table_name", "STRING", "the table whose rows were validated"),
+        ("delta_version", "BIGINT", "version of that table validated (the last one a batch covers)"),
+        ("batch_id", "BIGINT", "batch id of the data-quality stream; null for a validation of table versions"),
+        ("rule", "STRING", "the rule or layer check declared in lakehouse/rules.py"),
+        ("policy", "STRING", "quarantine, warn or fail for a silver rule; check for a layer check"),
+        ("expectation", "STRING", "the Great Expectations expectation and its column(s)"),
+        ("success", "BOOLEAN", "the expectation held (false also when it could not be evaluated)"),
+        ("observed_value", "STRING", "the observed value, as JSON"),
+        ("element_count", "BIGINT", "rows validated"),
+        ("unexpected_count", "BIGINT", "rows that failed the expectation"),
+        ("unexpected_percent", "DOUBLE", "share of the rows that failed, in percent"),
+        ("sample_rows", "STRING", "a few failing rows, as a JSON array"),
+        ("reason", "STRING", "what a failure means, or why the expectation could not be evaluated"),
+    ),
+)
+
 TABLES: dict[str, Table] = {t.name: t for t in (
     BRONZE_EVENTS, SILVER_EVENTS, SILVER_QUARANTINE,
     GOLD_STATUS_BY_LOCATION, GOLD_STATUS_BY_MINUTE, GOLD_SERVER_STATE, GOLD_INCIDENTS,
+    QUALITY_RESULTS,
 )}
 
 
 def markdown() -> str:
     """docs/tables.md: every table and the silver rules (tests/test_docs.py keeps the file equal to this)."""
-    from lakehouse.rules import DUPLICATE_RULE, RULES
+    from lakehouse.rules import CHECKS, DUPLICATE_RULE, RULES, STAGES
 
-    stages = {1: "bytes", 2: "JSON", 3: "format", 4: "content", 5: "duplicates"}
     out = ["# Tables", "",
            "Generated from `lakehouse/tables.py` and `lakehouse/rules.py`; do not edit by hand. Regenerate with",
            "`.venv/bin/python -c 'from lakehouse.tables import markdown; print(markdown(), end=\"\")' > docs/tables.md`",
@@ -195,7 +219,18 @@ def markdown() -> str:
         out.append("")
     out += ["## Silver quality rules", "",
             "A record fails a rule when the rule's check is false or null. Stages run in order and a record is",
-            "judged on the first stage it fails; `quarantine` routes it to `silver.quarantine`, `warn` keeps it.", "",
-            "| rule | stage | policy | reason |", "| --- | --- | --- | --- |"]
-    out += [f"| `{r.name}` | {r.stage} ({stages[r.stage]}) | {r.policy} | {r.reason} |" for r in (*RULES, DUPLICATE_RULE)]
+            "judged on the first stage it fails; `quarantine` routes it to `silver.quarantine`, `warn` keeps it,",
+            "`fail` stops the silver layer before it writes the batch (retried from the checkpoint on restart).",
+            "Great Expectations validates each rule twice, from the same declaration (`lakehouse/quality.py`): on",
+            "bronze, the records the rule would quarantine; on `silver.events`, the expectations listed.", "",
+            "| rule | stage | policy | reason | expectations on silver.events |", "| --- | --- | --- | --- | --- |"]
+    out += [f"| `{r.name}` | {r.stage} ({STAGES[r.stage]}) | {r.policy} | {r.reason} | "
+            f"{', '.join(f'`{e.label}`' for e in r.expect) or 'none'}{f' (view `{r.view}`)' if r.view else ''} |"
+            for r in (*RULES, DUPLICATE_RULE)]
+    out += ["", "## Layer checks", "",
+            "Validated by Great Expectations off the streaming threads; they route nothing, and their results",
+            "go to `quality.results` like the rules'. A view is a frame computed from the table (`quality.VIEWS`).", "",
+            "| check | table | view | expectations | a failure means |", "| --- | --- | --- | --- | --- |"]
+    out += [f"| `{c.name}` | `{c.table}` | {f'`{c.view}`' if c.view else 'its rows'} | "
+            f"{', '.join(f'`{e.label}`' for e in c.expect)} | {c.reason} |" for c in CHECKS]
     return "\n".join(out) + "\n"

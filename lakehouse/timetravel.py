@@ -44,6 +44,10 @@ Restore and the streams (rule)
       only got appends). A restore of bronze therefore undoes deletes and updates made to
       bronze, not appends. Records Kafka no longer keeps cannot come back; they are counted.
 
+    * any other table (``quality.results``): restored alone; nothing streams from it. The
+      data-quality streams read bronze and silver with ``skipChangeCommits``: they pass over a
+      RESTORE commit and go on with the rows appended after it.
+
     A restore interrupted half-way is finished by running the same command again (every
     step after the RESTORE works out what is missing from the data); ``lakehouse replay``
     also brings silver and gold back in line.
@@ -54,10 +58,12 @@ Maintenance (rule)
     would fail with a concurrent-modification error; so there is no retry loop to get wrong.
     VACUUM keeps removed files for ``--retain-hours`` (default: the declared window); less than
     the window is refused (lower LAKEHOUSE_TIME_TRAVEL_DAYS to keep less). For a table that a
-    consumer has not finished reading, more is kept, automatically: the silver and gold
-    streams (the source version in their checkpoint, or the version a replay told them to
-    start at) and the PostgreSQL sync of the gold tables (the version after its high-water
-    mark) need every file removed since that version's commit, plus 5 minutes. Delta's own
+    consumer has not finished reading, more is kept, automatically: every Delta streaming
+    query with a checkpoint under ``_checkpoints/`` (silver, gold, the data-quality streams:
+    the source version its last committed batch ended at, matched to the table by its id),
+    a stream waiting at the version a replay or restore told it to start at, and the
+    PostgreSQL sync of the gold tables (the version after its high-water mark) need every
+    file removed since that version's commit, plus 5 minutes. Delta's own
     168-hour safety check is turned off for the call when less is kept, because these
     checks replace it. The log retention and deleted-file retention properties are raised to
     the window when they are below it, so Delta's own clean-up never cuts into it either.
@@ -72,7 +78,6 @@ import math
 import os
 import re
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -361,7 +366,7 @@ def window(settings: Settings, name: str, *, properties: dict | None = None, now
     first, latest = log[0].version, log[-1].version
     oldest, reason, cutoff = first, "", None
     if first > 0:
-        reason = f"older log entries were cleaned up after the log retention"
+        reason = "older log entries were cleaned up after the log retention"
     path = log_dir(settings, name)
     by_version = {c.version: c for c in log}
     for vac in (c for c in log if c.operation == "VACUUM START"):
@@ -440,7 +445,7 @@ def _first(m: dict, *keys: str) -> int | None:
 def change_metrics(operation: str, parameters: dict, metrics: dict) -> dict:
     """Rows added / removed / updated and files added / removed of one commit, from Delta's
     operationMetrics (None where the operation does not report it)."""
-    m, p = metrics or {}, parameters or {}
+    m = metrics or {}
     out = {"rows_added": None, "rows_removed": None, "rows_updated": None, "files_added": None, "files_removed": None}
     if operation == "MERGE":
         out.update(rows_added=_first(m, "numTargetRowsInserted"), rows_updated=_first(m, "numTargetRowsUpdated"),
@@ -488,7 +493,8 @@ def details(operation: str, parameters: dict, metrics: dict) -> str:
 
 
 def history_row(version: int, timestamp: dt.datetime, operation: str, parameters: dict, metrics: dict) -> dict:
-    return {"version": version, "timestamp": fmt_time(timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)),
+    # PySpark gives naive local times; astimezone reads a naive time as local.
+    return {"version": version, "timestamp": fmt_time(timestamp.astimezone(UTC)),
             "operation": operation, **change_metrics(operation, parameters, metrics),
             "details": details(operation, parameters, metrics)}
 
@@ -661,9 +667,9 @@ COORDS = ["topic", "partition", "offset"]
 
 def stream_running(settings: Settings) -> int | None:
     """pid of a running `lakehouse stream` (or replay, restore, maintain), from its pid file."""
-    from lakehouse.stack import _read_pid
+    from lakehouse.stack import read_pid
 
-    pid = _read_pid(settings.home / "stream.pid")
+    pid = read_pid(settings.home / "stream.pid")
     return pid if pid and pid != os.getpid() else None
 
 
@@ -678,7 +684,7 @@ def restore_plan(settings: Settings, name: str, version: int) -> list[tuple[str,
     """The (table, version) pairs a restore of ``name`` to ``version`` rolls back (silver goes in pairs)."""
     win = window(settings, name)
     resolve(settings, name, version=version, win=win)
-    plan = [(name, version)]
+    plan = [(name, version)] if version != win.latest else []
     other = SILVER_PAIR.get(name)
     if other and exists(settings, other):
         other_win = window(settings, other)
@@ -703,9 +709,11 @@ def describe_plan(name: str, plan: list[tuple[str, int]], settings: Settings) ->
     elif layer == "silver":
         lines.append("then judge again every bronze row the restored silver lacks, recompute gold from silver; "
                      "the silver and gold streams resume after it")
-    else:
+    elif layer == "bronze":
         lines.append("then re-read from Kafka the records the restored version lacks, catch silver up; "
                      "the silver stream resumes after it")
+    else:
+        lines.append("no stream reads or recomputes this table: nothing else changes")
     return "\n".join(lines)
 
 
@@ -813,7 +821,7 @@ def restore(spark, settings: Settings, name: str, version: int, *, confirm=None,
     table = require_table(settings, name)
     _refuse_if_streaming(settings, "restoring a table")
     plan = restore_plan(settings, name, version)
-    if plan == [(name, window(settings, name).latest)]:
+    if not plan:
         out(f"{name} is already at version {version}: nothing to restore")
         return {"restored": []}
     if confirm is not None and not confirm(describe_plan(name, plan, settings)):
@@ -838,7 +846,11 @@ def restore(spark, settings: Settings, name: str, version: int, *, confirm=None,
             result["refilled_from_kafka"] = refilled
             out(f"re-read {refilled} records from Kafka that the restored bronze.events lacked")
         if table.layer in ("bronze", "silver"):
-            caught = _catch_up_silver(spark, settings)
+            try:
+                caught = _catch_up_silver(spark, settings)
+            except ConfigError as e:  # a rule with policy fail stopped the judging: nothing of it was written
+                raise ConfigError(f"{name} was restored, but judging again the bronze rows silver lacks stopped: "
+                                  f"{str(e).splitlines()[0]} Once fixed, run the same restore again.") from None
             result["silver"] = caught
             out(f"silver: {caught['rejudged']} bronze rows judged again -> {caught['to_silver']} events, "
                 f"{caught['to_quarantine']} quarantined; the silver stream resumes after bronze version "
@@ -865,75 +877,114 @@ def restore(spark, settings: Settings, name: str, version: int, *, confirm=None,
 
 # --- maintain ------------------------------------------------------------------------------------
 
+def _checkpoint_position(checkpoint: Path) -> list[dict]:
+    """The Delta source offsets a streaming query still has to read from: where its last
+    committed batch ended (version 0 while its first batch is not done; [] before any batch)."""
+    committed = _batches(checkpoint, "commits")
+    planned = _batches(checkpoint, "offsets")
+    if not planned:
+        return []
+    batch = committed[-1] if committed and committed[-1] in planned else None
+    if batch is None:  # its first batch is not done: it needs the source from where it started
+        return [dict(o, reservoirVersion=0) for o in _offsets(checkpoint, planned[0]) if "reservoirId" in o]
+    return [o for o in _offsets(checkpoint, batch) if "reservoirId" in o and "reservoirVersion" in o]
+
+
 def stream_source_version(settings: Settings, query: str) -> int | None:
     """The first version of its Delta source a streaming query still has to read: the source
-    offset of its last committed batch (or of the batch it is in), or the version a replay
-    told it to start at. None when it has no state yet."""
+    offset of its last committed batch, or the version a replay or restore told it to start
+    at. None when it has no state yet."""
     checkpoint = local_path(settings.checkpoint_path(query))
     marker = Path(str(checkpoint) + ".starting-version")
     if not checkpoint.exists():
         return int(marker.read_text().strip()) if marker.exists() else None
-    committed = _batches(checkpoint, "commits")
-    planned = _batches(checkpoint, "offsets")
-    if not planned:
+    offsets = _checkpoint_position(checkpoint)
+    if not offsets:
         return int(marker.read_text().strip()) if marker.exists() else 0
-    batch = committed[-1] if committed else None
-    if batch is None or batch not in planned:
-        return int(marker.read_text().strip()) if marker.exists() else 0
-    versions = [o.get("reservoirVersion") for o in _offsets(checkpoint, batch) if "reservoirVersion" in o]
-    return min(versions) if versions else None
+    return min(int(o["reservoirVersion"]) for o in offsets)
 
 
 def consumer_needs(spark, settings: Settings, now: dt.datetime, out=print) -> dict[str, tuple[float, str]]:
-    """Per table, the hours of removed files its lagging consumers still need, and who."""
+    """Per table, the hours of removed files its lagging consumers still need, and who: every
+    streaming query with a checkpoint under LAKEHOUSE_ROOT/_checkpoints that reads a Delta
+    table (matched by the table id in its offsets), a stream waiting at a replay's or restore's
+    starting version, and the PostgreSQL sync of the gold tables."""
     from lakehouse.gold import stream as gold_stream
     from lakehouse.silver import stream as silver_stream
 
     needs: dict[str, tuple[float, str]] = {}
+    ids = {_table_id(spark, settings, name): name for name in TABLES if exists(settings, name)}
 
     def need(table: str, version: int, who: str) -> None:
         if not exists(settings, table):
             return
         log = commits(settings, table)
-        times = {c.version: c.timestamp for c in log}
         if version > log[-1].version:
             return
+        times = {c.version: c.timestamp for c in log}
         since = times.get(version, log[0].timestamp)
         hours = ((now - since).total_seconds() + CONSUMER_MARGIN_S) / 3600
         if hours > needs.get(table, (0.0, ""))[0]:
             needs[table] = (hours, f"{who} still reads it from version {version} ({fmt_time(since)})")
 
-    for layer in (silver_stream, gold_stream):
-        v = stream_source_version(settings, layer.QUERY)
-        if v is not None:
-            need(layer.SOURCE, v, f"the {layer.QUERY} stream")
+    root = local_path(settings.checkpoint_path("x")).parent
+    if root.is_dir():
+        for checkpoint in sorted(p for p in root.iterdir() if p.is_dir()):
+            try:
+                offsets = _checkpoint_position(checkpoint)
+            except (OSError, ValueError) as e:
+                out(f"note: cannot read the checkpoint {checkpoint.name} ({e}); it is not taken into account")
+                continue
+            for o in offsets:
+                table = ids.get(o.get("reservoirId"))
+                if table:
+                    need(table, int(o["reservoirVersion"]), f"the {checkpoint.name} stream")
+    for layer in (silver_stream, gold_stream):  # waiting at a starting version, without a checkpoint yet
+        if not local_path(settings.checkpoint_path(layer.QUERY)).exists():
+            v = stream_source_version(settings, layer.QUERY)
+            if v is not None:
+                need(layer.SOURCE, v, f"the {layer.QUERY} stream")
     try:
         import psycopg2
 
         from lakehouse.stack import writer_url
 
-        with psycopg2.connect(writer_url(settings), connect_timeout=3) as conn, conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('public.sync_state') IS NOT NULL")
-            if cur.fetchone()[0]:
-                cur.execute("SELECT table_name, delta_version, table_id FROM sync_state")
-                for table, synced, table_id in cur.fetchall():
-                    if table in TABLES and exists(settings, table) and table_id == _table_id(settings, table):
-                        need(table, int(synced) + 1, "the PostgreSQL sync")
-        conn.close()
+        conn = psycopg2.connect(writer_url(settings), connect_timeout=3)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass('public.sync_state') IS NOT NULL")
+                synced = []
+                if cur.fetchone()[0]:
+                    cur.execute("SELECT table_name, delta_version, table_id FROM sync_state")
+                    synced = cur.fetchall()
+        finally:
+            conn.close()
+        for table, version, table_id in synced:
+            if table in TABLES and exists(settings, table) and table_id == _table_id(spark, settings, table):
+                need(table, int(version) + 1, "the PostgreSQL sync")
     except Exception as e:  # noqa: BLE001 - the sync's position is a refinement; say so and go on
         out(f"note: cannot read the serving sync's position ({str(e).strip().splitlines()[0][:120]}); "
             "gold tables keep the declared window only")
     return needs
 
 
-def _table_id(settings: Settings, name: str) -> str | None:
-    path = log_dir(settings, name) / f"{0:020d}.json"
-    if path.exists():
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith('{"metaData"'):
-                    return json.loads(line)["metaData"].get("id")
-    return None
+def _table_id(spark, settings: Settings, name: str) -> str | None:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, settings.table_path(name)).detail().first()["id"]
+
+
+def retention_hours(settings: Settings, retain_hours: float | None) -> float:
+    """--retain-hours checked against the declared window (default: the window itself)."""
+    window_h = settings.time_travel_days * 24
+    retain = window_h if retain_hours is None else retain_hours
+    if retain < 0:
+        raise ConfigError(f"--retain-hours must be 0 or more, got {retain:g}")
+    if retain + 1e-9 < window_h:
+        raise ConfigError(f"--retain-hours {retain:g} is below the declared time-travel window of {window_h:g} h "
+                          f"(LAKEHOUSE_TIME_TRAVEL_DAYS={settings.time_travel_days:g}); lower "
+                          "LAKEHOUSE_TIME_TRAVEL_DAYS to keep less")
+    return retain
 
 
 def maintain(spark, settings: Settings, retain_hours: float | None = None, out=print) -> list[dict]:
@@ -943,13 +994,7 @@ def maintain(spark, settings: Settings, retain_hours: float | None = None, out=p
     from lakehouse import pipeline, storage
 
     window_h = settings.time_travel_days * 24
-    retain = window_h if retain_hours is None else retain_hours
-    if retain < 0:
-        raise ConfigError(f"--retain-hours must be 0 or more, got {retain:g}")
-    if retain + 1e-9 < window_h:
-        raise ConfigError(f"--retain-hours {retain:g} is below the declared time-travel window of {window_h:g} h "
-                          f"(LAKEHOUSE_TIME_TRAVEL_DAYS={settings.time_travel_days:g}); lower "
-                          "LAKEHOUSE_TIME_TRAVEL_DAYS to keep less")
+    retain = retention_hours(settings, retain_hours)
     _refuse_if_streaming(settings, "maintenance")
     pipeline._claim(settings)
     check = "spark.databricks.delta.retentionDurationCheck.enabled"
@@ -1026,7 +1071,7 @@ def _history_cmd(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         render([{k: v for k, v in r.items() if k not in ("operationParameters", "operationMetrics")} for r in rows],
-               "table")
+               "table", sys.stdout)
         print(win.describe())
     return 0
 
@@ -1062,7 +1107,7 @@ def _diff_cmd(args: argparse.Namespace) -> int:
     for group in ("inserted", "deleted"):
         if c[group]:
             print(f"\n{group} ({c[group]}{', first ' + str(args.limit) if args.limit and c[group] > args.limit else ''}):")
-            render(data[group], "table")
+            render(data[group], "table", sys.stdout)
     if c["updated"]:
         print(f"\nupdated ({c['updated']}{', first ' + str(args.limit) if args.limit and c['updated'] > args.limit else ''}):")
         lines = []
@@ -1070,7 +1115,7 @@ def _diff_cmd(args: argparse.Namespace) -> int:
             key = ", ".join(f"{k}={_cell(v)}" for k, v in u["key"].items())
             for col in u["changed"]:
                 lines.append({"key": key, "column": col, "before": u["before"][col], "after": u["after"][col]})
-        render(lines, "table")
+        render(lines, "table", sys.stdout)
     return 0
 
 
@@ -1100,10 +1145,7 @@ def _restore_cmd(args: argparse.Namespace) -> int:
 
 def _maintain_cmd(args: argparse.Namespace) -> int:
     settings = get_settings()
-    if args.retain_hours is not None and args.retain_hours < 0:
-        raise ConfigError(f"--retain-hours must be 0 or more, got {args.retain_hours:g}")
-    if args.retain_hours is not None and args.retain_hours + 1e-9 < settings.time_travel_days * 24:
-        maintain(None, settings, args.retain_hours)  # raises the one-line refusal before Spark starts
+    retention_hours(settings, args.retain_hours)  # refused before Spark starts
     _refuse_if_streaming(settings, "maintenance")
     maintain(_spark(settings), settings, args.retain_hours)
     return 0
@@ -1121,7 +1163,7 @@ def _query_cmd(args: argparse.Namespace) -> int:
         if args.version is not None or args.as_of is not None else None
     df = inspect.snapshot(_spark(settings), settings, args.table, version=version)
     rows = [r.asDict(recursive=True) for r in (df.limit(args.limit) if args.limit else df).collect()]
-    inspect.render(rows, args.format)
+    inspect.render(rows, args.format, sys.stdout)  # the current stdout, not the one at import
     return 0
 
 

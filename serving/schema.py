@@ -4,7 +4,10 @@ Every gold table marked ``serve=True`` in ``lakehouse.tables`` becomes a Postgre
 of the same name (without the layer) and columns, keyed by its declared keys. Two
 bookkeeping tables sit beside them: ``sync_state`` (the per-table high-water mark that
 makes the sync exactly-once) and ``pipeline_batches`` (one row per micro-batch per layer and
-streaming query, for the dashboard's pipeline page). ``apply()`` is idempotent; it runs with the writer role.
+streaming query, for the dashboard's pipeline page). ``quality_results`` (every Great Expectations
+validation, as in the Delta table quality.results) and ``quality_quarantine`` (quarantined
+records per rule, with a few recent samples) are written by ``lakehouse/quality.py`` for the
+dashboard's data-quality page. ``apply()`` is idempotent; it runs with the writer role.
 """
 
 from __future__ import annotations
@@ -36,6 +39,33 @@ CREATE TABLE IF NOT EXISTS pipeline_batches (
     table_version bigint,
     finished_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (layer, query_id, batch_id)
+);
+CREATE TABLE IF NOT EXISTS quality_results (
+    validation_id text NOT NULL,
+    validated_at timestamptz NOT NULL,
+    suite text NOT NULL,
+    table_name text NOT NULL,
+    delta_version bigint,
+    batch_id bigint,
+    rule text NOT NULL,
+    policy text NOT NULL,
+    expectation text NOT NULL,
+    success boolean NOT NULL,
+    observed_value text,
+    element_count bigint,
+    unexpected_count bigint,
+    unexpected_percent double precision,
+    sample_rows text,
+    reason text,
+    PRIMARY KEY (validation_id, rule, expectation)
+);
+CREATE INDEX IF NOT EXISTS quality_results_validated_at ON quality_results (validated_at);
+CREATE TABLE IF NOT EXISTS quality_quarantine (
+    rule text PRIMARY KEY,
+    quarantined bigint NOT NULL,
+    last_quarantined_at timestamptz,
+    samples text NOT NULL DEFAULT '[]',
+    updated_at timestamptz NOT NULL DEFAULT now()
 );
 """
 

@@ -1,6 +1,8 @@
 """Silver's streaming edge: bronze.events (Delta source) -> silver.events + silver.quarantine.
 
-Each micro-batch is judged, split and de-duplicated by ``silver.transforms``; both
+Each micro-batch is judged, split and de-duplicated by ``silver.transforms``. A record
+failing a rule whose policy is ``fail`` raises ``quality.RuleFailure`` before any write, so
+the query stops and the batch is judged again from the checkpoint on restart. Both
 appends carry the batch id as a Delta transaction id, so a re-run batch writes nothing
 twice. Quarantine is written first: a batch re-run after it committed sees the same
 silver table, so it computes the same split.
@@ -14,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from lakehouse import storage
+from lakehouse import quality, storage
 from lakehouse.settings import Settings
 from lakehouse.silver import transforms as T
 from lakehouse.tables import BRONZE_EVENTS, SILVER_EVENTS, SILVER_QUARANTINE
@@ -25,7 +27,14 @@ QUERY = "silver"
 
 def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(new silver rows, quarantine rows, judged) for a set of bronze rows."""
-    judged = T.judge(T.parse(bronze, seed_timezone=settings.seed_timezone, late_after=settings.late_after))
+    # Judged once and kept: otherwise the optimizer pushes the split's filters below the
+    # parsing and evaluates every rule (and the JSON parse) hundreds of times per row.
+    judged = T.judge(T.parse(bronze, seed_timezone=settings.seed_timezone, late_after=settings.late_after)).persist()
+    try:
+        quality.enforce_fail_rules(judged)  # policy fail: stop here, before anything of the batch is written
+    except Exception:
+        judged.unpersist()
+        raise
     first, copies = T.first_per_event(T.valid_events(judged))
     if known_keys is not None:
         copies = copies.unionByName(first.join(known_keys, "event_key", "left_semi"))
@@ -44,8 +53,9 @@ def known_keys(spark: SparkSession, settings: Settings) -> DataFrame:
 def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: str) -> dict:
     spark = bronze.sparkSession
     bronze = bronze.persist()
+    judged = None
     try:
-        fresh, quarantine, _ = split(bronze, settings, known_keys(spark, settings))
+        fresh, quarantine, judged = split(bronze, settings, known_keys(spark, settings))
         # Computed once, against silver as it was before this batch, then written.
         fresh, quarantine = fresh.localCheckpoint(), quarantine.localCheckpoint()
         storage.append_once(quarantine, settings, SILVER_QUARANTINE.name, writer, batch_id)
@@ -59,6 +69,8 @@ def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: 
                 "table_version": storage.version(spark, settings, SILVER_EVENTS.name)}
     finally:
         bronze.unpersist()
+        if judged is not None:
+            judged.unpersist()
 
 
 def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> StreamingQuery:
@@ -77,7 +89,8 @@ def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> S
 def rebuild(bronze: DataFrame, settings: Settings) -> dict:
     """Replay: silver.events and silver.quarantine recomputed from the given bronze snapshot."""
     spark = bronze.sparkSession
-    fresh, quarantine, _ = split(bronze, settings, None)
+    fresh, quarantine, judged = split(bronze, settings, None)
     storage.overwrite(quarantine, settings, SILVER_QUARANTINE.name)
     storage.overwrite(fresh, settings, SILVER_EVENTS.name)
+    judged.unpersist()
     return {"rows_in": bronze.count(), "rows_out": storage.read(spark, settings, SILVER_EVENTS.name).count()}
