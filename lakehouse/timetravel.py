@@ -63,15 +63,19 @@ Maintenance (rule)
     the source version its last committed batch ended at, matched to the table by its id),
     a stream waiting at the version a replay or restore told it to start at, and the
     PostgreSQL sync of the gold tables (the version after its high-water mark) need every
-    file removed since that version's commit, plus 5 minutes. Delta's own
-    168-hour safety check is turned off for the call when less is kept, because these
-    checks replace it. The log retention and deleted-file retention properties are raised to
-    the window when they are below it, so Delta's own clean-up never cuts into it either.
+    file removed since that version's commit, plus 5 minutes. The retention is rounded up to
+    whole hours: Delta's VACUUM rounds it to the nearest hour (0.4 h would be 0). Delta's own
+    168-hour safety check is turned off for the call when less is kept, because these checks
+    replace it, and so is Delta 4.4's habit of ignoring the retention given to VACUUM. The log retention and deleted-file retention properties are raised to the
+    window when they are below it, so Delta's own clean-up never cuts into it either.
+    LAKEHOUSE_TIME_TRAVEL_DAYS=0 promises no time travel: VACUUM then keeps only what the
+    consumers need.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -281,6 +285,7 @@ def _min_deletion_ms(path: Path, version: int) -> int | None:
     return low
 
 
+NO_DATA_CHANGE = {"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "UNSET TBLPROPERTIES"}
 _APPEND_ONLY = {"CREATE TABLE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "UNSET TBLPROPERTIES",
                 "ADD COLUMNS", "CHANGE COLUMN", "UPGRADE PROTOCOL", "ADD CONSTRAINT", "DROP CONSTRAINT"}
 
@@ -915,10 +920,15 @@ def consumer_needs(spark, settings: Settings, now: dt.datetime, out=print) -> di
     needs: dict[str, tuple[float, str]] = {}
     ids = {_table_id(spark, settings, name): name for name in TABLES if exists(settings, name)}
 
-    def need(table: str, version: int, who: str) -> None:
+    def need(table: str, version: int, who: str, *, snapshot: bool = False) -> None:
         if not exists(settings, table):
             return
         log = commits(settings, table)
+        ops = {c.version: c.operation for c in log}
+        # Commits that change no data (compaction, vacuum, properties) give a reader nothing to
+        # read; a stream still reading a snapshot of that version needs its files, though.
+        while not snapshot and ops.get(version) in NO_DATA_CHANGE:
+            version += 1
         if version > log[-1].version:
             return
         times = {c.version: c.timestamp for c in log}
@@ -938,7 +948,8 @@ def consumer_needs(spark, settings: Settings, now: dt.datetime, out=print) -> di
             for o in offsets:
                 table = ids.get(o.get("reservoirId"))
                 if table:
-                    need(table, int(o["reservoirVersion"]), f"the {checkpoint.name} stream")
+                    need(table, int(o["reservoirVersion"]), f"the {checkpoint.name} stream",
+                         snapshot=bool(o.get("isStartingVersion")))
     for layer in (silver_stream, gold_stream):  # waiting at a starting version, without a checkpoint yet
         if not local_path(settings.checkpoint_path(layer.QUERY)).exists():
             v = stream_source_version(settings, layer.QUERY)
@@ -987,6 +998,27 @@ def retention_hours(settings: Settings, retain_hours: float | None) -> float:
     return retain
 
 
+# Delta 4.4 ignores VACUUM's RETAIN hours (other than 0) unless this is off, and falls back
+# on the table's delta.deletedFileRetentionDuration: the retention computed here must apply.
+IGNORE_RETAIN = "spark.databricks.delta.vacuum.retentionWindowIgnore.enabled"
+
+
+@contextlib.contextmanager
+def _session_conf(spark, values: dict[str, str]):
+    """Set Spark session settings for the block, then put back what was there."""
+    previous = {k: spark.conf.get(k, None) for k in values}
+    for k, v in values.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
 def maintain(spark, settings: Settings, retain_hours: float | None = None, out=print) -> list[dict]:
     """``lakehouse maintain``: OPTIMIZE and VACUUM every table (see the module docstring for the rule)."""
     from delta.tables import DeltaTable
@@ -1021,15 +1053,10 @@ def maintain(spark, settings: Settings, retain_hours: float | None = None, out=p
             hours, why = retain, f"the declared window ({window_h:g} h)" if retain_hours is None else "--retain-hours"
             if name in needs and needs[name][0] > hours:
                 hours, why = needs[name][0], needs[name][1]
-            previous = spark.conf.get(check, None)
-            spark.conf.set(check, "false" if hours < DELTA_SAFETY_H else "true")
-            try:
+            # Delta's VACUUM rounds the retention to the nearest whole hour: round up, never down.
+            hours = float(math.ceil(hours - 1e-9))
+            with _session_conf(spark, {check: "false" if hours < DELTA_SAFETY_H else "true", IGNORE_RETAIN: "false"}):
                 table.vacuum(hours)
-            finally:
-                if previous is None:
-                    spark.conf.unset(check)
-                else:
-                    spark.conf.set(check, previous)
             deleted = None
             for c in reversed(commits(settings, name)):
                 if c.operation == "VACUUM END":
@@ -1042,7 +1069,7 @@ def maintain(spark, settings: Settings, retain_hours: float | None = None, out=p
                    "version": storage.version(spark, settings, name)}
             results.append(row)
             out(f"{name:<26} optimize: {row['files_compacted']} files -> {row['files_written']}; "
-                f"vacuum: kept {hours:.3g} h of removed files ({why}), {deleted if deleted is not None else '?'} "
+                f"vacuum: kept {hours:g} h of removed files ({why}), {deleted if deleted is not None else '?'} "
                 f"files deleted; readable: {win.span()}"
                 + (f"; set {', '.join(f'{k}={v}' for k, v in raised.items())}" if raised else ""))
         return results
@@ -1204,7 +1231,8 @@ def add_commands(sub) -> None:
                                    "keeps less than the declared time-travel window (LAKEHOUSE_TIME_TRAVEL_DAYS), "
                                    "and keeps more where a stream or the PostgreSQL sync still needs older files.")
     m.add_argument("--retain-hours", type=float, metavar="H",
-                   help="keep removed files this long (default and minimum: LAKEHOUSE_TIME_TRAVEL_DAYS x 24)")
+                   help="keep removed files this long, rounded up to whole hours (default and minimum: "
+                        "LAKEHOUSE_TIME_TRAVEL_DAYS x 24)")
     m.set_defaults(func=_maintain_cmd)
 
     # `lakehouse query` is defined in lakehouse/cli.py; its version/time goes through the same

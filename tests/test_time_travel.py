@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -328,62 +329,68 @@ def test_restore_bronze_rereads_kafka_then_streaming_keeps_the_accounting(spark,
 
 # --- maintain -----------------------------------------------------------------------------------------
 
-def test_maintain_keeps_every_version_inside_the_window_and_what_a_lagging_stream_needs(
-        spark, lake, rounds, capsys, monkeypatch):
-    from lakehouse import pipeline
-    from lakehouse.bronze import stream as bronze_stream
+def last_vacuum_retention_h(settings, name) -> float:
+    start = [c for c in tt.commits(settings, name) if c.operation == "VACUUM START"][-1]
+    return int(start.parameters["specifiedRetentionMillis"]) / 3_600_000
 
-    settings, tmp = lake
-    kept = record(spark, settings)  # the versions current now: inside any window that starts before now
-    # Bronze moves on alone: the silver stream lags behind it.
-    simulate(settings, tmp, "--events", "100", "--seed", "25")
-    bronze_stream.start(spark, settings, {"availableNow": True}).awaitTermination()
-    lag_from = tt.stream_source_version(settings, "silver")
-    assert lag_from is not None and lag_from <= kept["bronze.events"]["version"] + 1
-    bronze_versions = {v: rows(spark.read.format("delta").option("versionAsOf", v)
-                               .load(settings.table_path("bronze.events")))
-                       for v in range(kept["bronze.events"]["version"], storage.version(spark, settings,
-                                                                                       "bronze.events") + 1)}
-    # A window of three minutes: the rounds above are outside it; what the lagging silver stream
-    # needs reaches further back.
-    monkeypatch.setenv("LAKEHOUSE_TIME_TRAVEL_DAYS", str(180 / 86400))
-    settings = get_settings()
-    maintained_at = dt.datetime.now(dt.UTC)
+
+def test_maintain_keeps_the_declared_window(spark, lake, rounds, capsys):
+    settings, _ = lake
+    first, _ = rounds
     code, out, err = cli(capsys, "maintain")
     assert code == 0, err
     lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in TABLES}
     assert set(lines) == set(TABLES)
-    assert f"the silver stream still reads it from version {lag_from}" in lines["bronze.events"]
-    assert tt.window(settings, "bronze.events").oldest <= lag_from
-
-    deleted_somewhere = False
+    assert all("the declared window (168 h)" in line for line in lines.values()), out
     for name in TABLES:
-        win = tt.window(settings, name)
-        vacuumed_at = [c.timestamp for c in tt.commits(settings, name) if c.operation == "VACUUM START"][-1]
-        assert vacuumed_at >= maintained_at
-        # Inside the window: the version current at (vacuum time - window) and every later one.
-        inside = win.version_at(vacuumed_at - dt.timedelta(days=settings.time_travel_days))
-        inside = win.first if inside is None else inside
-        assert win.oldest <= inside, (name, win.oldest, inside)  # the window is kept ...
-        for v in range(inside, win.latest + 1):  # ... and readable, really
-            spark.read.format("delta").option("versionAsOf", v).load(settings.table_path(name)).count()
-        assert rows(spark.read.format("delta").option("versionAsOf", kept[name]["version"])
-                    .load(settings.table_path(name))) == kept[name]["rows"], name
-        deleted_somewhere |= win.oldest > 0
-    for v, expected in bronze_versions.items():
+        assert last_vacuum_retention_h(settings, name) >= 168
+        assert tt.window(settings, name).oldest == 0  # every version of this young lake is inside the window
+    # The first round's versions still read as recorded then, after OPTIMIZE and VACUUM.
+    for name in ("bronze.events", "silver.events", "gold.server_state", GOLD):
+        assert rows(spark.read.format("delta").option("versionAsOf", first[name]["version"])
+                    .load(settings.table_path(name))) == first[name]["rows"], name
+
+
+def test_maintain_without_a_window_keeps_what_a_lagging_stream_needs(spark, lake, rounds, capsys, monkeypatch):
+    from lakehouse import pipeline
+    from lakehouse.bronze import stream as bronze_stream
+
+    settings, tmp = lake
+    # Bronze moves on alone: the silver stream lags behind it.
+    simulate(settings, tmp, "--events", "100", "--seed", "25")
+    bronze_stream.start(spark, settings, {"availableNow": True}).awaitTermination()
+    lag_from = tt.stream_source_version(settings, "silver")
+    latest = storage.version(spark, settings, "bronze.events")
+    assert lag_from is not None and lag_from <= latest
+    lagging = {v: rows(spark.read.format("delta").option("versionAsOf", v).load(settings.table_path("bronze.events")))
+               for v in range(lag_from, latest + 1)}
+    # No time travel promised: VACUUM keeps only what consumers still need.
+    monkeypatch.setenv("LAKEHOUSE_TIME_TRAVEL_DAYS", "0")
+    settings = get_settings()
+    code, out, err = cli(capsys, "maintain")
+    assert code == 0, err
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in TABLES}
+    reads_from = re.search(r"the silver stream still reads it from version (\d+)", lines["bronze.events"])
+    assert reads_from and lag_from <= int(reads_from.group(1)) <= latest, lines["bronze.events"]
+    assert last_vacuum_retention_h(settings, "bronze.events") >= 1  # rounded up to a whole hour, never down
+    assert tt.window(settings, "bronze.events").oldest <= lag_from
+    for v, expected in lagging.items():
         assert rows(spark.read.format("delta").option("versionAsOf", v)
                     .load(settings.table_path("bronze.events"))) == expected
-    # Outside the window VACUUM did remove files: those versions are refused with the range, and
+    # Elsewhere VACUUM did remove files: those versions are refused with the readable range, and
     # the version just before the oldest readable one really cannot be read any more.
-    assert deleted_somewhere
     state = tt.window(settings, "gold.server_state")
-    assert state.oldest > 0
+    assert last_vacuum_retention_h(settings, "gold.server_state") == 0 and state.oldest > 0
     code, out, err = cli(capsys, "query", "gold.server_state", "--version", state.oldest - 1)
     assert code == 2 and "no longer readable" in err and f"available: versions {state.oldest}.." in err
     with pytest.raises(Exception, match="FileNotFound|FILE_NOT_EXIST|FILE_NOT_FOUND|does not exist"):
         spark.read.format("delta").option("versionAsOf", state.oldest - 1).load(
             settings.table_path("gold.server_state")).collect()
-    # The lagging silver stream still finds every bronze file it needs.
+    for name in TABLES:  # the current versions are intact
+        win = tt.window(settings, name)
+        assert win.oldest <= win.latest
+        spark.read.format("delta").load(settings.table_path(name)).count()
+    # The lagging silver stream finds every bronze file it needs; the pipeline stays exact.
     assert pipeline.run(settings, available_now=True) == 0
     assert_accounting(spark, settings)
     assert_gold_matches_silver(spark, settings)
