@@ -3,6 +3,8 @@
 Pages are HTML shells; their scripts fetch the JSON API below and poll it. API conventions:
 
 * GET only; every response is JSON with ``Cache-Control: no-store``.
+* The serving-table endpoints (this module) answer from a server-side cache for
+  ``DASHBOARD_CACHE_SECONDS`` (1 s): see ``cached``.
 * Unknown, repeated or malformed query parameters -> 400 ``{"error": "..."}``.
 * Time-based endpoints take ``range=15m|1h|24h`` (default 1h) or ``from=ISO&to=ISO``
   (``to`` defaults to now; naive timestamps are UTC; at most 31 days).
@@ -14,13 +16,15 @@ Pages are HTML shells; their scripts fetch the JSON API below and poll it. API c
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
@@ -62,6 +66,29 @@ def api(*allowed: str):
             return _json(data)
         return view
     return decorate
+
+
+def cached(view):
+    """Serve a view's 200 JSON answers from the server's cache for DASHBOARD_CACHE_SECONDS, per
+    path + query. The pipeline refreshes the serving tables every few seconds, so answers up to a
+    second old show nothing stale, while any number of polling clients cost one query per URL per
+    second. Browsers still get ``no-store``; errors are never cached."""
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        seconds = settings.DASHBOARD_CACHE_SECONDS
+        if not seconds or request.method != "GET":
+            return view(request, *args, **kwargs)
+        key = "api:" + hashlib.sha256(request.get_full_path().encode()).hexdigest()
+        body = cache.get(key)
+        if body is not None:
+            response = HttpResponse(body, content_type="application/json")
+            response["Cache-Control"] = "no-store"
+            return response
+        response = view(request, *args, **kwargs)
+        if response.status_code == 200 and response.get("Content-Type") == "application/json":
+            cache.set(key, response.content, seconds)
+        return response
+    return wrapper
 
 
 # --- pages --------------------------------------------------------------------------------
@@ -115,6 +142,7 @@ def pipeline_page(request):
 
 # --- JSON API -----------------------------------------------------------------------------
 
+@cached
 @api(*params.TIME_PARAMS)
 def overview_api(request):
     """GET /api/overview?range=|from=&to= -- tiles (events/min over the last 5 complete minutes,
@@ -124,6 +152,7 @@ def overview_api(request):
     return {"range": window.as_json(), **selectors.overview(since=window.since, until=window.until)}
 
 
+@cached
 @api()
 def pivot_api(request):
     """GET /api/pivot -- the pivot report definition and every status_by_location row (one per
@@ -132,6 +161,7 @@ def pivot_api(request):
     return {"report": report.definition(), "rows": rows[:10000], "truncated": len(rows) > 10000}
 
 
+@cached
 @api("country", "city")
 def status_by_location_api(request):
     """GET /api/status-by-location?country=FR&city=Paris -- status_by_location rows, filtered."""
@@ -139,6 +169,7 @@ def status_by_location_api(request):
     return {"rows": rows}
 
 
+@cached
 @api(*params.TIME_PARAMS)
 def status_by_minute_api(request):
     """GET /api/status-by-minute?range= -- events per time bucket and status colour (bucket of
@@ -147,6 +178,7 @@ def status_by_minute_api(request):
     return {"range": window.as_json(), **selectors.status_over_time(since=window.since, until=window.until)}
 
 
+@cached
 @api("status", "country", "city", "type", "limit", "offset")
 def servers_api(request):
     """GET /api/servers?status=Red&country=FR&city=Paris&type=web&limit=50&offset=0 -- servers
@@ -157,12 +189,14 @@ def servers_api(request):
                                  server_type=params.text(q, "type"), limit=limit, offset=offset)
 
 
+@cached
 @api()
 def server_facets_api(request):
     """GET /api/servers/facets -- the countries, cities, server types and statuses to filter by."""
     return selectors.server_facets()
 
 
+@cached
 @api("limit")
 def server_api(request, server_id: str):
     """GET /api/servers/<server_id>?limit=50 -- one server's state and its incidents, newest
@@ -175,6 +209,7 @@ def server_api(request, server_id: str):
     return {"server": state, "incidents": selectors.server_history(server_id, limit=limit)}
 
 
+@cached
 @api(*params.TIME_PARAMS, "limit", "offset")
 def incidents_api(request):
     """GET /api/incidents?range=&limit=&offset= -- open incidents (duration so far), incidents
@@ -192,6 +227,7 @@ def incidents_api(request):
     }
 
 
+@cached
 @api(*params.TIME_PARAMS)
 def pipeline_api(request):
     """GET /api/pipeline?range= -- per layer the last batch (rows, duration, Kafka lag, age) and

@@ -11,8 +11,10 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -394,6 +396,82 @@ def test_api_is_read_only_and_json_everywhere(client):
     assert get_json(client, "/api/no-such-endpoint", status=404)["error"]
     response = client.get("/api/overview")
     assert response["Cache-Control"] == "no-store"
+
+
+def test_api_answers_come_from_the_server_cache_until_it_expires(client, writer):
+    """Within DASHBOARD_CACHE_SECONDS a URL gets the same body although the table changed; another
+    query string, a later request, or the cache turned off (0) sees the change."""
+    from django.core.cache import cache
+    from django.test import override_settings
+
+    url = "/api/servers?status=red"
+    cache.clear()
+    try:
+        with override_settings(DASHBOARD_CACHE_SECONDS=5):
+            first = client.get(url)
+            with writer.cursor() as cur:
+                cur.execute("INSERT INTO server_state SELECT 'srv-t0099', 'Web Servers', 'FR', 'France', 'Paris', "
+                            "'Red', 'Severity 1', now(), now(), 'ev-99', 7")
+            writer.commit()
+            again = client.get(url)
+            assert again.content == first.content and json.loads(first.content)["total"] == 2
+            assert again["Content-Type"] == "application/json" and again["Cache-Control"] == "no-store"
+            assert again["Content-Security-Policy"].startswith("default-src 'self'")
+            assert get_json(client, url + "&limit=49")["total"] == 3  # keyed by the whole query
+            deadline = time.monotonic() + 30
+            while get_json(client, url)["total"] == 2:
+                assert time.monotonic() < deadline, "the cached answer never expired"
+                time.sleep(0.5)
+        with writer.cursor() as cur:
+            cur.execute("DELETE FROM server_state WHERE server_id = 'srv-t0099'")
+        writer.commit()
+        with override_settings(DASHBOARD_CACHE_SECONDS=0):
+            assert get_json(client, url)["total"] == 2
+    finally:
+        with writer.cursor() as cur:
+            cur.execute("DELETE FROM server_state WHERE server_id = 'srv-t0099'")
+        writer.commit()
+        cache.clear()
+
+
+def test_server_answers_60_concurrent_clients_with_kept_connections(client, stack):
+    """make_server (waitress) under 60 simultaneous clients, the cache off so that each request
+    queries PostgreSQL: every one answered, by worker threads that keep their connections."""
+    from django.test import override_settings
+
+    from dashboard.cli import THREADS, make_server
+    from lakehouse.stack import reader_url
+
+    monitor = psycopg2.connect(reader_url(stack.settings))
+    monitor.autocommit = True
+    with monitor.cursor() as cur:
+        cur.execute("SELECT now()")
+        started = cur.fetchone()[0]
+    httpd = make_server("127.0.0.1", 0)
+    server = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    server.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/api/overview?range=15m"
+    together = threading.Barrier(60, timeout=60)
+
+    def fetch(_):
+        together.wait()
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, json.load(r)["tiles"]["servers"]["total"]
+
+    try:
+        with override_settings(DASHBOARD_CACHE_SECONDS=0), ThreadPoolExecutor(60) as pool:
+            answers = list(pool.map(fetch, range(60)))
+        with monitor.cursor() as cur:  # the server's own connections, opened during the burst, still open
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = current_user "
+                        "AND pid <> pg_backend_pid() AND backend_start >= %s", (started,))
+            kept = cur.fetchone()[0]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        monitor.close()
+    assert answers == [(200, 7)] * 60
+    assert 1 <= kept <= THREADS
+    assert not server.is_alive()  # shutdown() ended serve_forever
 
 
 # --- pages and security headers ---------------------------------------------------------------------
