@@ -35,6 +35,7 @@ import datetime as dt
 import io
 import json
 import logging
+import math
 import os
 import platform
 import queue
@@ -71,6 +72,7 @@ GOAL_CEILING_FRACTION = 1 / 3
 GOAL_FRESHNESS_P95_S = 5.0
 GOAL_FRESHNESS_RATE = 1000
 GOAL_API_P95_MS = 100.0
+GOAL_CHECKS_COST = 0.20
 
 
 @dataclass(frozen=True)
@@ -590,7 +592,7 @@ def catch_up(spark, settings: Settings, listener, steps: Steps, records: int, ce
                                       "fraction_of_ceiling": round(records / seconds / ceiling_rate, 4)}
         log.info("catch-up: %s done in %.1fs (%s events/s)", layer.QUERY, seconds, f"{records / seconds:,.0f}")
     started = time.monotonic()
-    written = sync.sync_all(spark, settings)
+    written = sync.sync_all(settings)
     seconds = time.monotonic() - started
     out["sync"] = {"seconds": round(seconds, 3), "events_per_s": round(records / seconds, 1),
                    "fraction_of_ceiling": round(records / seconds / ceiling_rate, 4),
@@ -616,26 +618,89 @@ def catch_up(spark, settings: Settings, listener, steps: Steps, records: int, ce
 
 
 def silver_plan(spark, settings: Settings) -> dict:
-    """Why silver costs what it costs, read off Spark's physical plans (planning only, nothing runs):
-    the JSON parses and VARIANT field reads in the plan of the judged rows, and in the plan of the
-    valid rows (silver.transforms.valid_events, which silver's split filters on), and whether that
-    plan's Filter is compiled (whole-stage code generation) or interpreted."""
+    """Why silver costs what it costs, read off Spark's physical plans: the JSON parses and
+    VARIANT field reads in the plan of the judged rows, and in the plan of the valid rows as
+    silver's split builds them (on the judged rows it keeps), and whether that plan's Filter is
+    compiled (whole-stage code generation) or interpreted. Judged rows that are not kept let the
+    optimizer push the split's filter below the parse, which repeats it hundreds of times."""
     from lakehouse import storage
+    from lakehouse.silver import stream as silver_stream
     from lakehouse.silver import transforms as T
 
-    judged = T.judge(T.parse(storage.read(spark, settings, "bronze.events"),
-                             seed_timezone=settings.seed_timezone, late_after=settings.late_after))
+    bronze = storage.read(spark, settings, "bronze.events")
+    judged = T.judge(T.parse(bronze, seed_timezone=settings.seed_timezone, late_after=settings.late_after))
 
     def plan(df) -> str:
         return df._jdf.queryExecution().executedPlan().toString()
 
-    judged_plan, valid_plan = plan(judged), plan(T.valid_events(judged))
+    fresh, _, kept = silver_stream.split(bronze, settings, None)
+    try:
+        judged_plan, valid_plan = plan(judged), plan(fresh)
+    finally:
+        kept.unpersist()
     filters = [line.strip(" +-:") for line in valid_plan.splitlines() if "Filter (" in line]
     return {"json_parses_judged": judged_plan.count("parseJson"), "json_parses_valid": valid_plan.count("parseJson"),
             "variant_reads_judged": judged_plan.count("variant_get("),
             "variant_reads_valid": valid_plan.count("variant_get("),
             "filter_chars": max((len(f) for f in filters), default=0),
             "filter_compiled": all(f.startswith("*") for f in filters) if filters else None}
+
+
+def checks_overhead(spark, settings: Settings, records: int, repeats: int = 2) -> dict:
+    """Silver over the pre-loaded bronze rows (batch, into Spark's no-op sink) with and without
+    the data-quality checks, alternated, best of ``repeats`` each. Without: parse and
+    de-duplicate, every parsed record kept. With: the row-level rules judged and split (what
+    silver runs), plus one Great Expectations pass of the bronze and silver suites over the
+    same rows (the monitor runs it on an interval; here it is charged in full)."""
+    from lakehouse import quality, storage
+    from lakehouse.rules import Rule
+    from lakehouse.silver import stream as silver_stream
+    from lakehouse.silver import transforms as T
+
+    bronze = storage.read(spark, settings, "bronze.events").persist()
+    bronze.count()
+    silver = storage.read(spark, settings, "silver.events").persist()
+    silver.count()
+    nothing = (Rule("none", 1, "true", "no rule"),)  # the split's machinery, no check
+    runner = quality.QualityRunner(spark, settings, postgres=False)
+
+    def noop(df) -> None:
+        df.write.format("noop").mode("overwrite").save()
+
+    def without() -> None:
+        parsed = T.judge(T.parse(bronze, seed_timezone=settings.seed_timezone, late_after=settings.late_after),
+                         nothing).persist()
+        first, _ = T.first_per_event(T.valid_events(parsed))
+        noop(first)
+        parsed.unpersist()
+
+    def rules() -> None:
+        fresh, quarantine, judged = silver_stream.split(bronze, settings, None)
+        noop(fresh)
+        noop(quarantine)
+        judged.unpersist()
+
+    def expectations() -> None:
+        for table, df in (("bronze.events", bronze), ("silver.events", silver)):
+            runner.validate_batch(spark, table, df, info={"table_name": table, "batch_id": None,
+                                                          "delta_version": None}, key="bench")
+
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, fn in (("without", without), ("rules", rules), ("expectations", expectations)):
+            t = time.monotonic()
+            fn()
+            best[name] = min(best.get(name, math.inf), time.monotonic() - t)
+    bronze.unpersist()
+    silver.unpersist()
+    with_checks = best["rules"] + best["expectations"]
+    return {"events": records, "without_seconds": round(best["without"], 3),
+            "rules_seconds": round(best["rules"], 3), "expectations_seconds": round(best["expectations"], 3),
+            "without_events_per_s": round(records / best["without"], 1),
+            "with_events_per_s": round(records / with_checks, 1),
+            "with_rules_only_events_per_s": round(records / best["rules"], 1),
+            "cost": round(1 - best["without"] / with_checks, 4),
+            "rules_cost": round(1 - best["without"] / best["rules"], 4)}
 
 
 # --- 4. the original design, re-created for comparison ------------------------------------
@@ -859,7 +924,7 @@ def run_freshness(settings: Settings, rate: int, seconds: float, drain: float, s
     return result
 
 
-def timed_syncer(spark, settings: Settings, batches: queue.Queue, wake: threading.Event):
+def timed_syncer(settings: Settings, batches: queue.Queue, wake: threading.Event):
     """The pipeline's own sync thread (pipeline.Syncer), keeping the start and end of each sync."""
     from lakehouse.pipeline import Syncer
 
@@ -873,7 +938,7 @@ def timed_syncer(spark, settings: Settings, batches: queue.Queue, wake: threadin
             super().sync_once()
             self.runs.append((started, time.time()))
 
-    return Timed(spark, settings, batches, wake)
+    return Timed(settings, batches, wake)
 
 
 def _wait_started(queries, timeout: float = 60) -> None:
@@ -942,7 +1007,7 @@ def freshness_ours(spark, settings: Settings, listener, steps: Steps, rate: int,
     gold_done = threading.Event()
     batch_log = pipeline.BatchLog(stats, batches, gold_done)
     spark.streams.addListener(batch_log)
-    syncer = timed_syncer(spark, settings, batches, gold_done)
+    syncer = timed_syncer(settings, batches, gold_done)
     trigger = {"processingTime": f"{settings.trigger_seconds} seconds"}
     queries = []
     pg = pg_probe(settings, "SELECT sum(event_count) FROM status_by_location")
@@ -1321,6 +1386,11 @@ class Bench:
                         r["pipeline"] = catch_up(spark, settings, listener, steps, records, r["ceiling"]["events_per_s"])
                         r["cost_disk_per_million_events"] = disk_per_million(settings, records)
 
+                with self.section("quality_overhead", needs=("pipeline",)) as ok:
+                    if ok:
+                        log.info("data-quality checks: silver over %s records with and without them", f"{records:,}")
+                        r["quality_overhead"] = checks_overhead(spark, settings, records)
+
                 with self.section("baseline_catch_up", needs=("ceiling",)) as ok:
                     if ok:
                         log.info("baseline: the original design catching up on the same %s records", f"{records:,}")
@@ -1454,6 +1524,15 @@ def goals(r: dict) -> list[dict]:
         out.append({"goal": f"dashboard API p95 < {GOAL_API_P95_MS:.0f} ms at {CONCURRENCY} concurrent clients",
                     "measured": _fmt_ms(dash["p95_ms"]), "value": dash["p95_ms"],
                     "met": dash["p95_ms"] < GOAL_API_P95_MS and dash["errors"] == 0, "where": dashboard_where(dash)})
+    q = r.get("quality_overhead")
+    if q:
+        out.append({"goal": f"data-quality checks cost <= {GOAL_CHECKS_COST:.0%} of silver's throughput",
+                    "measured": f"{q['cost']:.0%} (row rules alone {q['rules_cost']:.0%})", "value": q["cost"],
+                    "met": q["cost"] <= GOAL_CHECKS_COST,
+                    "where": f"silver without checks {q['without_seconds']:.1f} s, with the row rules "
+                             f"{q['rules_seconds']:.1f} s, Great Expectations suites over the same rows "
+                             f"{q['expectations_seconds']:.1f} s (run by the monitor every "
+                             f"{r['settings']['dq_interval_seconds']} s in `lakehouse stream`, not per batch)"})
     prod = r.get("producer")
     if prod:
         out.append({"goal": f"producer >= {PRODUCER_GOAL:,} events/s (the original aim)",
@@ -1492,14 +1571,14 @@ def pipeline_where(r: dict) -> str:
     if _steps_text(pipe.get("steps_seconds", {})):
         text += ". Inside the batches: " + _steps_text(pipe["steps_seconds"])
     sp = pipe.get("silver_plan")
-    if sp and (sp["filter_compiled"] is False or sp["variant_reads_valid"] > 2 * sp["variant_reads_judged"]):
+    if sp and sp["variant_reads_valid"] > 2 * sp["variant_reads_judged"]:
         text += (f". In silver, the filter that keeps the valid rows (`size(failed_rules) = 0`) is pushed below the "
                  f"JSON parsing: its Filter expression ({sp['filter_chars']:,} characters, "
                  f"{'interpreted, not code-generated' if sp['filter_compiled'] is False else 'code-generated'}) "
                  f"holds {sp['json_parses_valid']} JSON parses and {sp['variant_reads_valid']} VARIANT reads, "
                  f"against {sp['json_parses_judged']} and {sp['variant_reads_judged']} for judging the rows once; "
-                 "the quarantine filter and the de-duplication window evaluate it again. Materialising the judged "
-                 "rows once (persist or localCheckpoint) before splitting them avoids it")
+                 "the quarantine filter and the de-duplication window evaluate it again. Keeping the judged "
+                 "rows (silver.stream.split persists them) before splitting them avoids it")
     return text
 
 
@@ -1531,16 +1610,17 @@ def freshness_where(f: dict) -> str:
 
 def dashboard_where(d: dict) -> str:
     solo = d["single_client"]
-    text = (f"one client alone: p50 {solo['p50_ms']:.0f} ms per request ({solo['throughput_rps']:.0f} requests/s), "
-            f"of which ~{d['pg_connect_ms']:.0f} ms is opening the PostgreSQL connection (one per request, "
-            f"CONN_MAX_AGE=0); at {d['concurrency']} clients the server does {d['throughput_rps']:.0f} requests/s, "
-            f"so a request waits its turn (~{d['concurrency'] / max(d['throughput_rps'], 1e-9) * 1000:.0f} ms "
-            f"= {d['concurrency']} / {d['throughput_rps']:.0f} per s)")
+    text = (f"one client alone: p50 {solo['p50_ms']:.0f} ms per request ({solo['throughput_rps']:.0f} requests/s; "
+            f"a new PostgreSQL connection would cost ~{d['pg_connect_ms']:.0f} ms, kept per server thread "
+            f"instead); at {d['concurrency']} clients the server (waitress, 1 s answer cache) does "
+            f"{d['throughput_rps']:.0f} requests/s, so a request waits its turn "
+            f"(~{d['concurrency'] / max(d['throughput_rps'], 1e-9) * 1000:.0f} ms = {d['concurrency']} / "
+            f"{d['throughput_rps']:.0f} per s)")
     slow = d.get("connects_over_900ms", 0)
     if slow:
         text += (f"; and {slow} of {d['requests']} TCP connects took over 0.9 s (connect p95 "
-                 f"{d['connect_ms']['p95']:.0f} ms): Django's WSGI server listens with a backlog of 10, so the "
-                 "connections beyond it are dropped and the client's SYN is retried after 1 s")
+                 f"{d['connect_ms']['p95']:.0f} ms): the listen backlog overflowed and the client's SYN was "
+                 "retried after 1 s")
     return text
 
 
@@ -1578,6 +1658,14 @@ def table_rows(r: dict) -> list[tuple[str, str, str, str]]:
                      f"{pipe['sync']['events_per_s']:,.0f} events/s", f"{pipe['sync']['fraction_of_ceiling']:.2f} of ceiling"))
         rows.append(("catch-up", "whole + sync", f"{pipe['whole_with_sync']['events_per_s']:,.0f} events/s",
                      f"{pipe['whole_with_sync']['fraction_of_ceiling']:.2f} of ceiling"))
+    q = r.get("quality_overhead")
+    if q:
+        rows.append(("quality", f"silver without checks ({q['without_seconds']:.1f} s, batch)",
+                     f"{q['without_events_per_s']:,.0f} events/s", "1.00"))
+        rows.append(("quality", f"silver with the row rules ({q['rules_seconds']:.1f} s)",
+                     f"{q['with_rules_only_events_per_s']:,.0f} events/s", f"rules cost {q['rules_cost']:.0%}"))
+        rows.append(("quality", f"... plus Great Expectations suites ({q['expectations_seconds']:.1f} s)",
+                     f"{q['with_events_per_s']:,.0f} events/s", f"checks cost {q['cost']:.0%} of silver's throughput"))
     b = r.get("baseline_catch_up")
     if b:
         rows.append(("baseline", f"original design catch-up ({b['seconds']:.1f} s)", f"{b['events_per_s']:,.0f} events/s",
@@ -1669,10 +1757,16 @@ absolute numbers move from run to run, the ratios much less.
   after the other with `availableNow`, each timed from start to termination, then
   `serving.sync.sync_all`. Each layer's events/s is the run's records over that layer's time;
   "whole" is records over the three layers' summed time. Silver's physical plan is also read
-  (planning only) to count the JSON parses and VARIANT reads its filters evaluate. Inside silver's
+  to count the JSON parses and VARIANT reads its filters evaluate. Inside silver's
   and gold's micro-batches (here and in the freshness run) the bench times each batch, silver's
   Delta appends and gold's MERGEs by wrapping those functions in its own process; the rest of a
   batch ("other") is its computation: parsing, judging, de-duplicating, aggregating, checkpoints.
+- **Data-quality checks**: silver's transforms over the pre-loaded bronze rows as one batch into
+  Spark's no-op sink, best of two alternated runs each: without checks (parse, de-duplicate,
+  keep every parsed record), with the row-level rules (silver's own split into valid and
+  quarantined rows), and the Great Expectations suites of bronze and silver over the same rows
+  (`lakehouse stream` runs those on an interval, `LAKEHOUSE_DQ_INTERVAL_SECONDS`, charged here in
+  full). The cost is 1 - (time without) / (time with).
 - **Baseline**: the original project's design, re-created inside `lakehouse/bench.py`: Kafka ->
   `from_json` -> the events as JSON files, and count and sum of the estimated resolution time
   by city and status (`outputMode("update")`) appended to a PostgreSQL table from
@@ -1695,8 +1789,8 @@ absolute numbers move from run to run, the ratios much less.
 - **Dashboard**: the dashboard (`dashboard.cli.make_server`, served in a thread) runs in a process
   of its own; an asyncio client sends GETs over new loopback connections, cycling through the
   JSON endpoints the pages poll, first with one client, then with 50 at once; the time to open
-  the TCP connection is kept apart, and so is the time to open a PostgreSQL connection (the
-  dashboard opens one per request).
+  the TCP connection is kept apart, and so is the time to open a PostgreSQL connection (what a
+  request would cost without the connections the dashboard keeps per server thread).
 - **Cost**: every process is sampled each second: peak RSS of the Kafka and Spark JVMs and the
   Python processes, peak PSS summed over PostgreSQL's processes (shared memory counted once);
   CPU seconds over each process's life. Disk: bytes under each table's folder (data and Delta

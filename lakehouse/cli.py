@@ -79,14 +79,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from lakehouse import storage
-    from lakehouse.spark import get_spark
     from serving import sync
 
     settings = get_settings()
-    spark = get_spark("lakehouse-sync", settings)
-    storage.ensure_tables(spark, settings)
-    for table, rows in sync.sync_all(spark, settings).items():
+    for table, rows in sync.sync_all(settings).items():
         print(f"{table:<28} {'up to date' if rows is None else f'{rows} rows written'}")
     return 0
 

@@ -67,9 +67,9 @@ class BatchLog(StreamingQueryListener):
 class Syncer(threading.Thread):
     """Copies gold to PostgreSQL after each gold batch; backs off while PostgreSQL is down."""
 
-    def __init__(self, spark, settings: Settings, batches: queue.Queue, wake: threading.Event):
+    def __init__(self, settings: Settings, batches: queue.Queue, wake: threading.Event):
         super().__init__(name="serving-sync", daemon=True)
-        self.spark, self.settings, self.batches, self.wake = spark, settings, batches, wake
+        self.settings, self.batches, self.wake = settings, batches, wake
         self.stopping = threading.Event()
         self.conn = None
         self.pending: list[dict] = []
@@ -98,7 +98,7 @@ class Syncer(threading.Thread):
                 self.pending.append(self.batches.get_nowait())
             except queue.Empty:
                 break
-        written = sync.sync_all(self.spark, self.settings, self.conn)
+        written = sync.sync_all(self.settings, self.conn)
         sync.record_batches(self.conn, self.pending)
         self.pending.clear()
         changed = {k: v for k, v in written.items() if v is not None}
@@ -159,7 +159,7 @@ def run(settings: Settings, *, available_now: bool = False) -> int:
         def on_batch(layer: str, batch_id: int, figures: dict) -> None:
             stats[(layer, batch_id)] = figures
 
-        syncer = Syncer(spark, settings, batches, gold_done)
+        syncer = Syncer(settings, batches, gold_done)
         try:
             if available_now:
                 for layer in LAYERS:
@@ -262,7 +262,7 @@ def replay(settings: Settings) -> dict:
         try:
             from serving import sync
 
-            sync.sync_all(spark, settings)
+            sync.sync_all(settings)
         except Exception as e:
             log.warning("replay done, but the serving sync failed (it catches up on the next stream or "
                         "`lakehouse sync`): %s", str(e).splitlines()[0])

@@ -871,7 +871,7 @@ def restore(spark, settings: Settings, name: str, version: int, *, confirm=None,
             try:
                 from serving import sync
 
-                sync.sync_all(spark, settings)
+                sync.sync_all(settings)
             except Exception as e:  # noqa: BLE001 - PostgreSQL away: the next stream or `lakehouse sync` catches up
                 out(f"note: the copy to PostgreSQL failed ({str(e).strip().splitlines()[0][:160]}); "
                     "the next `lakehouse stream` or `lakehouse sync` catches up")

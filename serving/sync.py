@@ -6,8 +6,12 @@ the table's Change Data Feed from the next version to the current one, keeps the
 change of each key, and upserts (``INSERT ... ON CONFLICT``) or deletes those rows, then
 moves the high-water mark, all in one PostgreSQL transaction: a retry after a failure
 half-way changes nothing, and a sync after PostgreSQL was down catches up. Where the
-change feed cannot answer (a table rebuilt by replay or restored), the table is copied
-whole, in the same transaction.
+change feed cannot answer (a table rebuilt by replay or restored, change files vacuumed),
+the table is copied whole, in the same transaction.
+
+The Delta side is read with delta-rs (the ``deltalake`` package), not Spark: the gold
+changes of a micro-batch are small, and a JVM job per table per sync cost seconds of the
+dashboard's freshness.
 """
 
 from __future__ import annotations
@@ -17,21 +21,19 @@ import logging
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extras import execute_values
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
-from lakehouse import storage
 from lakehouse.settings import Settings
 from lakehouse.stack import writer_url
 from lakehouse.tables import Table
+from lakehouse.timetravel import exists, local_path
 from serving import schema
 
 log = logging.getLogger(__name__)
 
-# Operations whose changes the feed describes row by row; anything else (a replay's
-# overwrite, RESTORE, ...) gets a full copy.
-INCREMENTAL_OPERATIONS = {"MERGE", "WRITE", "STREAMING UPDATE", "CREATE TABLE", "OPTIMIZE"}
+# Operations whose changes the feed describes row by row (or that change no rows); anything
+# else (a replay's overwrite, RESTORE, ...) gets a full copy.
+INCREMENTAL_OPERATIONS = {"MERGE", "WRITE", "STREAMING UPDATE", "CREATE TABLE", "OPTIMIZE", "SET TBLPROPERTIES",
+                          "VACUUM START", "VACUUM END"}
 
 
 def connect(settings: Settings):
@@ -40,27 +42,48 @@ def connect(settings: Settings):
     return conn
 
 
-def _rows(df: DataFrame, table: Table) -> list[tuple]:
-    cols = [F.date_format(n, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'").alias(n) if t == "TIMESTAMP" else F.col(n)
-            for n, t, _ in table.columns]
-    return [tuple(r) for r in df.select(*cols).toLocalIterator()]
+def _delta(settings: Settings, table: Table):
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(local_path(settings.table_path(table.name))))
 
 
-def _last_changes(spark: SparkSession, settings: Settings, table: Table, start: int, end: int) -> DataFrame | None:
-    from delta.tables import DeltaTable
+def _columns(arrow) -> dict[str, list]:
+    return {n: arrow.column(n).to_pylist() for n in arrow.column_names}
 
-    ops = (DeltaTable.forPath(spark, settings.table_path(table.name)).history()
-           .where(f"version BETWEEN {start} AND {end}").select("operation", "operationParameters").collect())
-    if any(o["operation"] not in INCREMENTAL_OPERATIONS or (o["operation"] == "WRITE" and
-           (o["operationParameters"] or {}).get("mode") == "Overwrite") for o in ops):
+
+def _all_rows(delta, table: Table) -> list[tuple]:
+    from deltalake import QueryBuilder
+
+    cols = ", ".join('"' + c + '"' for c in table.column_names)
+    data = _columns(QueryBuilder().register("t", delta).execute(f"SELECT {cols} FROM t").read_all())
+    return list(zip(*(data[c] for c in table.column_names)))
+
+
+def _last_changes(delta, table: Table, start: int, end: int) -> tuple[list[tuple], list[tuple]] | None:
+    """(rows to upsert, keys to delete) between two versions, or None where only a full copy can tell."""
+    for entry in delta.history():
+        if start <= entry.get("version", -1) <= end:
+            op, params = entry.get("operation"), entry.get("operationParameters") or {}
+            if op not in INCREMENTAL_OPERATIONS or (op == "WRITE" and params.get("mode") == "Overwrite"):
+                return None
+    try:
+        data = _columns(delta.load_cdf(starting_version=start, ending_version=end).read_all())
+    except Exception as e:  # noqa: BLE001 - change files gone (VACUUM), unreadable: copy whole
+        log.info("change feed of %s unreadable (%s): copying it whole", table.name, str(e).splitlines()[0][:200])
         return None
-    changes = (spark.read.format("delta").option("readChangeFeed", "true")
-               .option("startingVersion", start).option("endingVersion", end)
-               .load(settings.table_path(table.name))
-               .where("_change_type != 'update_preimage'"))
-    latest = Window.partitionBy(*table.keys).orderBy(F.desc("_commit_version"),
-                                                     F.expr("_change_type = 'delete'"))
-    return changes.withColumn("_n", F.row_number().over(latest)).where("_n = 1")
+    order = sorted(range(len(data["_change_type"])),
+                   key=lambda i: (data["_commit_version"][i], data["_change_type"][i] != "delete"))
+    last: dict[tuple, tuple[str, tuple]] = {}
+    for i in order:
+        kind = data["_change_type"][i]
+        if kind == "update_preimage":
+            continue
+        key = tuple(data[k][i] for k in table.keys)
+        last[key] = (kind, tuple(data[c][i] for c in table.column_names))
+    rows = [row for kind, row in last.values() if kind != "delete"]
+    gone = [key for key, (kind, _) in last.items() if kind == "delete"]
+    return rows, gone
 
 
 def _upsert(cur, table: Table, rows: list[tuple]) -> None:
@@ -80,12 +103,12 @@ def _delete(cur, table: Table, keys: list[tuple]) -> None:
     execute_values(cur, query.as_string(cur), keys, page_size=1000)
 
 
-def sync_table(spark: SparkSession, settings: Settings, conn, table: Table) -> int | None:
+def sync_table(settings: Settings, conn, table: Table) -> int | None:
     """Bring one served table up to its current Delta version; returns rows written, or None if current."""
-    from delta.tables import DeltaTable
-
-    current = storage.version(spark, settings, table.name)
-    table_id = DeltaTable.forPath(spark, settings.table_path(table.name)).detail().first()["id"]
+    if not exists(settings, table.name):
+        return None  # the pipeline has not created it yet: nothing to copy
+    delta = _delta(settings, table)
+    current, table_id = delta.version(), delta.metadata().id
     with conn.cursor() as cur:
         cur.execute("SELECT delta_version, table_id FROM sync_state WHERE table_name = %s FOR UPDATE", [table.name])
         row = cur.fetchone()
@@ -93,17 +116,14 @@ def sync_table(spark: SparkSession, settings: Settings, conn, table: Table) -> i
         if last is not None and last >= current:
             conn.rollback()
             return None
-        changes = _last_changes(spark, settings, table, last + 1, current) if last is not None else None
+        changes = _last_changes(delta, table, last + 1, current) if last is not None else None
         if changes is None:
-            rows = _rows(storage.read(spark, settings, table.name), table)
+            rows = _all_rows(delta, table)
             cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema.serving_name(table))))
             if rows:
                 _upsert(cur, table, rows)
         else:
-            changes = changes.persist()
-            rows = _rows(changes.where("_change_type != 'delete'"), table)
-            gone = [tuple(r) for r in changes.where("_change_type = 'delete'").select(*table.keys).collect()]
-            changes.unpersist()
+            rows, gone = changes
             if rows:
                 _upsert(cur, table, rows)
             if gone:
@@ -116,12 +136,12 @@ def sync_table(spark: SparkSession, settings: Settings, conn, table: Table) -> i
     return len(rows)
 
 
-def sync_all(spark: SparkSession, settings: Settings, conn=None) -> dict[str, int | None]:
+def sync_all(settings: Settings, conn=None) -> dict[str, int | None]:
     """Sync every served table; opens (and closes) its own connection unless given one."""
     own = conn is None
     conn = conn or connect(settings)
     try:
-        return {t.name: sync_table(spark, settings, conn, t) for t in schema.SERVED.values()}
+        return {t.name: sync_table(settings, conn, t) for t in schema.SERVED.values()}
     finally:
         if own:
             conn.close()

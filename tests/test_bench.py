@@ -19,6 +19,8 @@ NUMBERS = [
       for k in ("seconds", "events_per_s", "fraction_of_ceiling", "batches")),
     "pipeline.sync.seconds", "pipeline.sync.events_per_s",
     "pipeline.whole.events_per_s", "pipeline.whole.fraction_of_ceiling", "pipeline.whole_with_sync.fraction_of_ceiling",
+    *(f"quality_overhead.{k}" for k in ("without_events_per_s", "with_events_per_s", "with_rules_only_events_per_s",
+                                        "expectations_seconds", "cost", "rules_cost")),
     "baseline_catch_up.events_per_s", "baseline_catch_up.fraction_of_ceiling",
     *(f"baseline_freshness.{t}.{p}" for t in ("long_trigger", "short_trigger") for p in ("p50", "p95", "p99")),
     "baseline_freshness.double_count.ratio", "baseline_freshness.double_count.sum_of_appended_rows",
@@ -74,7 +76,8 @@ def test_tiny_bench_reports_every_figure(spark, tmp_path):
         for p in ("p50", "p95", "p99"):
             assert isinstance(fresh[probe][p], int | float), (probe, p, fresh[probe])
     assert {"bronze", "silver", "gold", "sync"} <= set(fresh["layers"])
-    assert {g["goal"].split(" ")[0] for g in saved["goals"]} == {"whole", "freshness", "dashboard", "producer"}
+    assert {g["goal"].split(" ")[0] for g in saved["goals"]} == {"whole", "freshness", "dashboard", "producer",
+                                                                 "data-quality"}
     assert all(isinstance(g["met"], bool) and g["where"] for g in saved["goals"])
 
     report = (tmp_path / "benchmarks.md").read_text()

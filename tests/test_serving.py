@@ -64,13 +64,13 @@ def test_a_sync_retried_after_a_failure_midway_changes_nothing(spark, lake, tmp_
 
     conn = sync.connect(lake)
     with pytest.raises(psycopg2.OperationalError):
-        sync.sync_all(spark, lake, CommitFails(conn))
+        sync.sync_all(lake, CommitFails(conn))
     conn.close()
     assert served(lake) == before  # nothing half-written
 
-    sync.sync_all(spark, lake)
+    sync.sync_all(lake)
     assert _normalise(served(lake)) == _normalise(gold(spark, lake))
-    assert all(v is None for v in sync.sync_all(spark, lake).values())  # up to date: nothing more to copy
+    assert all(v is None for v in sync.sync_all(lake).values())  # up to date: nothing more to copy
 
 
 def test_postgres_stopped_and_restarted_mid_stream_loses_nothing(spark, lake, tmp_path):  # noqa: F811
