@@ -61,8 +61,9 @@ def get_spark(app_name: str = "lakehouse", settings: Settings | None = None, **c
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "2g"))
-        # Our tables are small per commit: Delta's default of 50 snapshot partitions costs seconds.
-        .config("spark.databricks.delta.snapshotPartitions", "2")
+        # Our tables are small per commit: Delta's default of 50 snapshot partitions costs seconds
+        # (1 against 2 measured 5-10% faster per micro-batch here).
+        .config("spark.databricks.delta.snapshotPartitions", "1")
         # VACUUM lists files with this many tasks (Spark's default: 10,000, ~30 s per table here).
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(settings.spark_shuffle_partitions))
         .config("spark.databricks.delta.optimizeWrite.enabled", "true")
