@@ -62,7 +62,9 @@ def _all_rows(delta, table: Table) -> list[tuple]:
 
 def _last_changes(delta, table: Table, start: int, end: int) -> tuple[list[tuple], list[tuple]] | None:
     """(rows to upsert, keys to delete) between two versions, or None where only a full copy can tell."""
-    for entry in delta.history():
+    # Only the commits in the range: the table is loaded at ``end``, and its whole history would
+    # grow with every micro-batch of a long-running stream.
+    for entry in delta.history(limit=end - start + 1):
         if start <= entry.get("version", -1) <= end:
             op, params = entry.get("operation"), entry.get("operationParameters") or {}
             if op not in INCREMENTAL_OPERATIONS or (op == "WRITE" and params.get("mode") == "Overwrite"):
