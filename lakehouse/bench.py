@@ -179,22 +179,12 @@ def reap_stale_homes() -> None:
             pid = int(owner.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             continue  # not made by this code, or still being made
-        if _alive(pid):
+        if stack.pid_alive(pid):
             continue
         log.info("removing the private stack of an earlier bench run that was stopped short (%s)", home)
         with contextlib.suppress(Exception):
             stack.down(dataclasses.replace(get_settings(), home=home, root=str(home / "tables"), database_url=None))
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

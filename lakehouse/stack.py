@@ -80,7 +80,7 @@ def _require_free_port(host: str, port: int, what: str, variable: str) -> None:
         raise ConfigError(f"port {port} ({what}) is already in use by another process; set {variable} to move it")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -100,7 +100,7 @@ def read_pid(path: Path) -> int | None:
         pid = int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _pid_alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def _stop_pid(pid: int, name: str) -> None:
@@ -114,7 +114,7 @@ def _stop_pid(pid: int, name: str) -> None:
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return
             time.sleep(0.2)
         log.warning("%s (pid %s) did not stop after %s", name, pid, sig.name)
