@@ -564,23 +564,35 @@ def ceiling(spark, settings: Settings, topic: str, name: str) -> float:
 
 
 def catch_up(spark, settings: Settings, listener, steps: Steps, records: int, ceiling_rate: float) -> dict:
-    """bronze, silver and gold one after the other (availableNow), then the PostgreSQL sync."""
+    """The bronze query, then the refining one (silver and gold), with availableNow, then the
+    PostgreSQL sync. The refining query's time is split into silver (its silver batches' time)
+    and gold (the rest)."""
     from lakehouse import pipeline
     from serving import sync
 
     out: dict = {"events": records, "layers": {}}
     since = time.time()
     run_ids = {}
-    for layer in pipeline.LAYERS:
-        log.info("catch-up: %s over %s records ...", layer.QUERY, f"{records:,}")
-        started = time.monotonic()
-        q = layer.start(spark, settings, {"availableNow": True}, lambda *a: None)
+
+    def figures(seconds: float) -> dict:
+        return {"seconds": round(seconds, 3), "events_per_s": round(records / seconds, 1),
+                "fraction_of_ceiling": round(records / seconds / ceiling_rate, 4)}
+
+    for query in pipeline.QUERIES:
+        log.info("catch-up: %s over %s records ...", query.QUERY, f"{records:,}")
+        started, started_at = time.monotonic(), time.time()
+        q = query.start(spark, settings, {"availableNow": True}, lambda *a: None)
         q.awaitTermination()
         seconds = time.monotonic() - started
-        run_ids[layer.QUERY] = str(q.runId)
-        out["layers"][layer.QUERY] = {"seconds": round(seconds, 3), "events_per_s": round(records / seconds, 1),
-                                      "fraction_of_ceiling": round(records / seconds / ceiling_rate, 4)}
-        log.info("catch-up: %s done in %.1fs (%s events/s)", layer.QUERY, seconds, f"{records / seconds:,.0f}")
+        if query.QUERY == "bronze":
+            run_ids["bronze"] = [str(q.runId)]
+            out["layers"]["bronze"] = figures(seconds)
+        else:
+            silver_s = steps.summary(started_at).get("silver", {}).get("batch", 0.0)
+            silver_s = min(max(silver_s, 0.001), seconds - 0.001)
+            run_ids["silver"] = run_ids["gold"] = [str(q.runId)]
+            out["layers"]["silver"], out["layers"]["gold"] = figures(silver_s), figures(seconds - silver_s)
+        log.info("catch-up: %s done in %.1fs (%s events/s)", query.QUERY, seconds, f"{records / seconds:,.0f}")
     started = time.monotonic()
     written = sync.sync_all(settings)
     seconds = time.monotonic() - started
@@ -589,8 +601,8 @@ def catch_up(spark, settings: Settings, listener, steps: Steps, records: int, ce
                    "rows_written": {k: v for k, v in written.items()}}
     log.info("catch-up: PostgreSQL sync in %.1fs", seconds)
     time.sleep(1.0)  # the listener's last progress events
-    for name, run_id in run_ids.items():
-        out["layers"][name].update(_batch_summary(listener.batches({run_id})))
+    for name, ids in run_ids.items():
+        out["layers"][name].update(_batch_summary(listener.batches(set(ids))))
     layers = sum(v["seconds"] for v in out["layers"].values())
     out["whole"] = {"seconds": round(layers, 3), "events_per_s": round(records / layers, 1),
                     "fraction_of_ceiling": round(records / layers / ceiling_rate, 4)}
@@ -959,12 +971,12 @@ def _first(items: list[tuple[float, float]], starts: list[float], t: float):
 
 
 def hop_model(created: list[float], hops: dict[str, list[tuple[float, float]]]) -> dict:
-    """Where an event's time goes: for sampled creation times, the first bronze batch that starts
-    after it, the first silver batch that starts after that bronze batch ended, then gold, then
-    the sync; the mean wait before and run time of each hop."""
+    """Where an event's time goes: for sampled creation times, the first batch of the first hop
+    (bronze) that starts after it, the first batch of the next hop (refine: silver and gold) that
+    starts after that one ended, then the sync; the mean wait before and run time of each hop."""
     import numpy as np
 
-    order = ["bronze", "silver", "gold", "sync"]
+    order = list(hops)
     spans = {h: sorted(hops.get(h, [])) for h in order}
     starts = {h: [s for s, _ in spans[h]] for h in order}
     parts: dict[str, list[float]] = {f"{h}_{k}": [] for h in order for k in ("wait", "run")}
@@ -989,9 +1001,9 @@ def hop_model(created: list[float], hops: dict[str, list[tuple[float, float]]]) 
 
 def freshness_ours(spark, settings: Settings, listener, steps: Steps, rate: int, seconds: float, drain: float,
                    seed: int, dashboard_port: int, watch) -> dict:
-    """The pipeline as `lakehouse stream` runs it (three chained queries on the default trigger, the
-    sync thread, the batch log, the data-quality monitor), in this process, while the simulator
-    sends at ``rate``."""
+    """The pipeline as `lakehouse stream` runs it (its two chained queries on the default trigger,
+    the sync thread, the batch log, the data-quality monitor), in this process, while the
+    simulator sends at ``rate``."""
     from lakehouse import pipeline
 
     stats: dict = {}
@@ -1009,8 +1021,7 @@ def freshness_ours(spark, settings: Settings, listener, steps: Steps, rate: int,
         quality = getattr(pipeline, "quality", None)  # the data-quality monitor `lakehouse stream` runs too
         if quality is not None and hasattr(quality, "start_monitor"):
             monitor = quality.start_monitor(spark, settings)
-        queries = [layer.start(spark, settings, trigger, lambda layer, b, f: stats.__setitem__((layer, b), f))
-                   for layer in pipeline.LAYERS]
+        queries = [query.start(spark, settings, trigger, batch_log.on_batch) for query in pipeline.QUERIES]
         _wait_started(queries)
         time.sleep(2 * settings.trigger_seconds)  # a first idle round of triggers and syncs
         result = run_freshness(settings, rate, seconds, drain, seed,
@@ -1594,7 +1605,8 @@ def freshness_where(f: dict) -> str:
     hops = f.get("hops", {})
     if hops.get("events_modelled"):
         m = hops["mean_s"]
-        parts = [f"{h} wait {m[h + '_wait']:.1f} s + run {m[h + '_run']:.1f} s" for h in ("bronze", "silver", "gold", "sync")]
+        hop_names = [k.removesuffix("_wait") for k in m if k.endswith("_wait")]
+        parts = [f"{h} wait {m[h + '_wait']:.1f} s + run {m[h + '_run']:.1f} s" for h in hop_names]
         text += ("; per hop, on average: " + "; ".join(parts)
                  + f" (modelled p50 {hops['model_total']['p50']:.1f} s against {f['postgres']['p50'] or 0:.1f} s measured)")
     return text
@@ -1745,10 +1757,12 @@ absolute numbers move from run to run, the ratios much less.
 - **Ceiling**: Spark's Kafka source, read as bronze reads it (`includeHeaders`,
   `maxOffsetsPerTrigger`), into the `noop` sink with `availableNow`, after a warm-up query. Run
   twice (before the catch-up and after the baseline); the reference is the mean.
-- **Catch-up**: the pipeline's own `bronze`, `silver` and `gold` queries (`pipeline.LAYERS`), one
-  after the other with `availableNow`, each timed from start to termination, then
-  `serving.sync.sync_all`. Each layer's events/s is the run's records over that layer's time;
-  "whole" is records over the three layers' summed time. Silver's physical plan is also read
+- **Catch-up**: the pipeline's own two queries (`pipeline.QUERIES`: `bronze`, then `refine`,
+  which writes silver and gold in each micro-batch), one after the other with `availableNow`,
+  each timed from start to termination, then `serving.sync.sync_all`. The refining query's
+  time is split into silver (the time of its batches' silver part) and gold (the rest). Each
+  layer's events/s is the run's records over that layer's time; "whole" is records over the
+  layers' summed time. Silver's physical plan is also read
   to count the JSON parses and VARIANT reads its filters evaluate. Inside silver's
   and gold's micro-batches (here and in the freshness run) the bench times each batch, silver's
   Delta appends and gold's MERGEs by wrapping those functions in its own process; the rest of a
@@ -1767,7 +1781,7 @@ absolute numbers move from run to run, the ratios much less.
   1,000 events/s. Its visible total is the latest row per group; "sum of appended rows" is what
   adding up the table gives, since update mode appends every changed group's running total
   again in every micro-batch.
-- **Freshness**: the pipeline as `lakehouse stream` runs it (three chained queries on the default
+- **Freshness**: the pipeline as `lakehouse stream` runs it (its two chained queries on the default
   trigger, the batch-log listener, the sync thread, the data-quality monitor), in-process, while a separate simulator
   process sends v1 events (no faults) at a steady rate and records when each event was made.
   PostgreSQL (`sum(event_count)` of `status_by_location`, every 0.2 s) and the dashboard's
@@ -1776,8 +1790,8 @@ absolute numbers move from run to run, the ratios much less.
   creation time (resolution: the poll interval). Events still not visible when the wait after
   sending ends count with the last poll's time instead: the percentiles are then lower bounds,
   marked ">=". The per-hop model takes sampled creation times,
-  finds the first bronze batch starting after each, the first silver batch starting after that
-  one ended, then gold, then the sync, and averages the waits and run times.
+  finds the first bronze batch starting after each, the first refining batch (silver and gold)
+  starting after that one ended, then the sync, and averages the waits and run times.
 - **Dashboard**: the dashboard (`dashboard.cli.make_server`, served in a thread) runs in a process
   of its own; an asyncio client sends GETs over new loopback connections, cycling through the
   JSON endpoints the pages poll, first with one client, then with 50 at once; the time to open

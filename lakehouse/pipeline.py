@@ -1,9 +1,10 @@
 """Runs the layers in one Spark application: continuously, until nothing is left
 (available-now), or rebuilt from bronze (replay).
 
-bronze -> silver -> gold are three streaming queries chained through Delta tables. A
-listener logs one line per micro-batch per layer; a sync thread copies gold to
-PostgreSQL after every gold batch, retrying with backoff while PostgreSQL is away.
+Two streaming queries chained through bronze.events: ``bronze`` (Kafka -> the raw event
+log) and ``refine`` (bronze -> silver -> gold, both layers in each micro-batch). A listener
+logs one line per micro-batch per layer; a sync thread copies gold to PostgreSQL after
+every gold batch, retrying with backoff while PostgreSQL is away.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from lakehouse.gold import stream as gold
 from lakehouse.rules import validate_rules
 from lakehouse.settings import ConfigError, Settings
 from lakehouse.silver import stream as silver
-from lakehouse.tables import BRONZE_EVENTS, SILVER_EVENTS
+from lakehouse.tables import BRONZE_EVENTS
 
 log = logging.getLogger(__name__)
-LAYERS = (bronze, silver, gold)
-TABLE_OF = {"bronze": BRONZE_EVENTS.name, "silver": SILVER_EVENTS.name, "gold": "gold.status_by_location"}
+QUERIES = (bronze, gold)  # gold's query writes silver and gold
 
 
 class BatchLog(StreamingQueryListener):
@@ -44,16 +44,17 @@ class BatchLog(StreamingQueryListener):
         p = event.progress
         if (p.name or "").startswith(quality.QUERY_PREFIX):  # data-quality streams are not pipeline layers
             return
-        extra = self.stats.pop((p.name, p.batchId), None)
-        if p.numInputRows == 0 and extra is None:
+        layers = self.stats.pop((p.name, p.batchId), None)
+        if p.numInputRows == 0 and layers is None:
             return
         lags = [int(float(s.metrics.get("maxOffsetsBehindLatest", 0) or 0)) for s in p.sources if s.metrics]
-        fields = {"layer": p.name, "query_id": str(p.id), "batch_id": p.batchId, "rows_in": p.numInputRows,
-                  "rows_out": p.numInputRows, "quarantined": 0, "duplicates_dropped": 0,
-                  **(extra or {}), "duration_ms": p.durationMs.get("triggerExecution", 0),
-                  "kafka_lag": max(lags) if lags else None}
-        log.info("batch", extra={"fields": fields})
-        self.batches.put(fields)
+        for layer, extra in (layers or {p.name: {}}).items():
+            fields = {"layer": layer, "query_id": str(p.id), "batch_id": p.batchId, "rows_in": p.numInputRows,
+                      "rows_out": p.numInputRows, "quarantined": 0, "duplicates_dropped": 0,
+                      "duration_ms": p.durationMs.get("triggerExecution", 0),
+                      "kafka_lag": max(lags) if lags else None, **extra}
+            log.info("batch", extra={"fields": fields})
+            self.batches.put(fields)
         if p.name == gold.QUERY:
             self.gold_done.set()
 
@@ -62,6 +63,10 @@ class BatchLog(StreamingQueryListener):
 
     def onQueryTerminated(self, event):
         pass
+
+    def on_batch(self, layer: str, batch_id: int, figures: dict) -> None:
+        """The refining query's figures for one layer of a batch, logged with the batch's progress."""
+        self.stats.setdefault((gold.QUERY, batch_id), {})[layer] = figures
 
 
 class Syncer(threading.Thread):
@@ -155,14 +160,12 @@ def run(settings: Settings, *, available_now: bool = False) -> int:
         gold_done = threading.Event()
         listener = BatchLog(stats, batches, gold_done)
         spark.streams.addListener(listener)
-
-        def on_batch(layer: str, batch_id: int, figures: dict) -> None:
-            stats[(layer, batch_id)] = figures
+        on_batch = listener.on_batch
 
         syncer = Syncer(settings, batches, gold_done)
         try:
             if available_now:
-                for layer in LAYERS:
+                for layer in QUERIES:
                     if _ready(spark, settings, layer):
                         try:
                             layer.start(spark, settings, {"availableNow": True}, on_batch).awaitTermination()
@@ -202,14 +205,14 @@ def _ready(spark, settings: Settings, layer) -> bool:
 
 
 def _supervise(spark, settings: Settings, on_batch) -> int:
-    """Run the three queries; restart one that fails (Kafka away, ...) from its checkpoint.
+    """Run the two queries; restart one that fails (Kafka away, ...) from its checkpoint.
     After a replay, a layer starts once its source has a version the replay did not cover."""
     trigger = {"processingTime": f"{settings.trigger_seconds} seconds"}
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     queries = {layer: layer.start(spark, settings, trigger, on_batch) if _ready(spark, settings, layer) else None
-               for layer in LAYERS}
+               for layer in QUERIES}
     log.info("streaming", extra={"fields": {"topic": settings.kafka_topic, "root": settings.root,
                                             "trigger_s": settings.trigger_seconds}})
     retry_at: dict = {}
@@ -224,7 +227,7 @@ def _supervise(spark, settings: Settings, on_batch) -> int:
                 continue
             if q.isActive:
                 continue
-            failure = quality.take_failure() if layer is silver else None
+            failure = quality.take_failure() if layer is gold else None
             if failure is not None:
                 log.error(str(failure))
                 quality.record_stop(spark, settings, failure)
@@ -256,8 +259,7 @@ def replay(settings: Settings) -> dict:
             .load(settings.table_path(BRONZE_EVENTS.name))
         figures = silver.rebuild(snapshot, settings)
         gold.rebuild(spark, settings)
-        storage.restart_after_replay(settings, silver.QUERY, bronze_version + 1)
-        storage.restart_after_replay(settings, gold.QUERY, storage.version(spark, settings, SILVER_EVENTS.name) + 1)
+        storage.restart_after_replay(settings, gold.QUERY, bronze_version + 1)
         figures["bronze_version"] = bronze_version
         try:
             from serving import sync

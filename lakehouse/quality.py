@@ -12,7 +12,7 @@ a rule:
   with every silver row sharing one).
 * **gold**: no negative totals, and the cross-layer checks on views computed from
   consistent table versions: ``gold.layer_totals`` (the sum of event_count equals the number
-  of silver events gold has consumed), ``gold.open_incidents`` (each open incident's server
+  of silver events, both read between two batches of the query that writes them), ``gold.open_incidents`` (each open incident's server
   is not Green in gold.server_state).
 
 Cheap row checks already run on every micro-batch (silver routing). The GX validations run
@@ -37,8 +37,8 @@ packages ``scripts/setup.sh`` puts in ``dashboard/static/vendor/datadocs``) and 
 URL in the pages is rewritten to them, or removed.
 
 Policy ``fail`` (``enforce_fail_rules``, called by silver before it writes a batch): a
-record failing such a rule stops the silver layer with one message naming the rule, with
-sample records. Nothing of the batch was written, so a restart after the fix judges the
+record failing such a rule stops silver and gold (the query that writes them; bronze goes
+on recording) with one message naming the rule, with sample records. Nothing of the batch was written, so a restart after the fix judges the
 same batch again from the checkpoint.
 """
 
@@ -93,7 +93,7 @@ VIEWS: dict[str, tuple[str, str]] = {
     "gold.status_by_location": (GOLD_STATUS_BY_LOCATION.name, "the table at a consistent version"),
     "gold.status_by_minute": (GOLD_STATUS_BY_MINUTE.name, "the table at a consistent version"),
     "gold.layer_totals": (GOLD_STATUS_BY_LOCATION.name, "one row: `gold_event_count` (sum of event_count) and "
-                                                        "`silver_event_count` (silver events gold consumed)"),
+                                                        "`silver_event_count` (silver events at the same moment)"),
     "gold.open_incidents": (GOLD_INCIDENTS.name, "open incidents with `server_status`, their server's status "
                                                  "in gold.server_state"),
 }
@@ -132,7 +132,7 @@ class RuleFailure(ConfigError):
 
     def __init__(self, rule: Rule, count: int, samples: list[dict]):
         self.rule, self.count, self.samples = rule, count, samples
-        lines = [f"silver stopped by rule {rule.name} (policy fail): {count} record(s) of the batch failed it "
+        lines = [f"silver and gold stopped by rule {rule.name} (policy fail): {count} record(s) of the batch failed it "
                  f"({rule.reason}). Nothing of the batch was written. Fix the producer, or the rule in "
                  "lakehouse/rules.py, and start the stream again: the batch is judged again from the checkpoint.",
                  "sample records (topic/partition/offset: payload):"]
@@ -145,7 +145,7 @@ _last_failure: RuleFailure | None = None
 
 
 def take_failure() -> RuleFailure | None:
-    """The last fail-policy stop not yet handled (the pipeline asks when the silver query ends)."""
+    """The last fail-policy stop not yet handled (the pipeline asks when the refining query ends)."""
     global _last_failure
     with _failure_lock:
         failure, _last_failure = _last_failure, None
@@ -491,43 +491,27 @@ def _last_file(folder: Path) -> tuple[int, str] | None:
     return int(last.name), last.read_text()
 
 
-def _consumed_by_gold(settings: Settings) -> int | None:
-    """The last silver.events version whose rows gold has all merged, between two gold batches;
-    None while a gold batch is in flight or when gold has not run."""
-    checkpoint = Path(settings.checkpoint_path("gold"))
-    if not checkpoint.exists():
-        marker = Path(settings.checkpoint_path("gold") + ".starting-version")
-        return int(marker.read_text().strip()) - 1 if marker.exists() else None
+def _planned_and_committed(settings: Settings) -> tuple[int | None, bool]:
+    """(the refining query's last planned batch, whether it is committed): silver and gold
+    agree between two of its batches, since each batch writes both."""
+    from lakehouse.gold import stream as refine  # the query that writes silver and gold
+
+    checkpoint = Path(settings.checkpoint_path(refine.QUERY))
     offsets, commits = _last_file(checkpoint / "offsets"), _last_file(checkpoint / "commits")
-    if offsets is None:  # started, nothing planned yet: as the replay left it, or never ran
-        marker = Path(settings.checkpoint_path("gold") + ".starting-version")
-        return int(marker.read_text().strip()) - 1 if marker.exists() else None
-    if commits is None or commits[0] != offsets[0]:
-        return None  # a batch is planned and not committed
-    source = json.loads(offsets[1].strip().splitlines()[-1])
-    index, version = int(source.get("index", -1)), int(source["reservoirVersion"])
-    if index == -1 and not source.get("isStartingVersion"):
-        return version - 1
-    if index >= 2 ** 62:  # END_INDEX: the whole version is consumed
-        return version
-    return None
+    if offsets is None:  # never ran, or as a replay left it
+        return None, True
+    return offsets[0], commits is not None and commits[0] == offsets[0]
 
 
 def gold_snapshot(spark, settings: Settings, attempts: int = 5) -> dict[str, int] | None:
-    """Versions at which gold and silver agree: the gold tables as the last committed gold
-    batch left them, and the silver version it consumed. None while gold is mid-batch."""
+    """Versions at which gold and silver agree: silver and the gold tables as the last
+    committed batch of the refining query left them. None while a batch is in flight."""
     for _ in range(attempts):
-        before = _consumed_by_gold(settings)
-        if before is None:
-            time.sleep(0.5)
-            continue
-        versions = {name: storage.version(spark, settings, name) for name in GOLD_TABLES}
-        checkpoint = Path(settings.checkpoint_path("gold"))
-        after = _consumed_by_gold(settings)
-        planned = _last_file(checkpoint / "offsets")
-        if after == before and (planned is None or _last_file(checkpoint / "commits") is not None
-                                and planned[0] == _last_file(checkpoint / "commits")[0]):
-            return {SILVER_EVENTS.name: before, **versions}
+        before, idle = _planned_and_committed(settings)
+        if idle:
+            versions = {name: storage.version(spark, settings, name) for name in (SILVER_EVENTS.name, *GOLD_TABLES)}
+            if _planned_and_committed(settings) == (before, True):
+                return versions
         time.sleep(0.5)
     return None
 

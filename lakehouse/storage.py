@@ -62,15 +62,17 @@ def append_once(df: DataFrame, settings: Settings, name: str, writer: str, batch
 
 
 @contextmanager
-def once(spark: SparkSession, name: str, writer: str, batch_id: int):
-    """Make the Delta DML inside (MERGE, UPDATE, DELETE) idempotent for ``writer``'s batch id."""
-    spark.conf.set(TXN_APP_ID, f"{name}/{writer}")
-    spark.conf.set(TXN_VERSION, str(batch_id))
+def once(spark: SparkSession, name: str, writer: str, batch_id: int, conf: dict[str, str] | None = None):
+    """Make the Delta DML inside (MERGE, UPDATE, DELETE) idempotent for ``writer``'s batch id
+    (and set ``conf`` for it)."""
+    settings = {TXN_APP_ID: f"{name}/{writer}", TXN_VERSION: str(batch_id), **(conf or {})}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
     try:
         yield
     finally:
-        spark.conf.unset(TXN_APP_ID)
-        spark.conf.unset(TXN_VERSION)
+        for key in settings:
+            spark.conf.unset(key)
 
 
 def overwrite(df: DataFrame, settings: Settings, name: str) -> None:

@@ -220,7 +220,7 @@ def markdown() -> str:
     out += ["## Silver quality rules", "",
             "A record fails a rule when the rule's check is false or null. Stages run in order and a record is",
             "judged on the first stage it fails; `quarantine` routes it to `silver.quarantine`, `warn` keeps it,",
-            "`fail` stops the silver layer before it writes the batch (retried from the checkpoint on restart).",
+            "`fail` stops silver and gold (their query) before the batch is written (retried from the checkpoint on restart).",
             "Great Expectations validates each rule twice, from the same declaration (`lakehouse/quality.py`): on",
             "bronze, the records the rule would quarantine; on `silver.events`, the expectations listed.", "",
             "| rule | stage | policy | reason | expectations on silver.events |", "| --- | --- | --- | --- | --- |"]

@@ -26,22 +26,21 @@ Restore and the streams (rule)
 
     * ``gold.*`` -- gold is a function of silver.events. The table is restored (the RESTORE
       version stays in its history, for audit, ``diff`` and ``query --version``), then the
-      gold layer is recomputed from silver.events as replay does, and the gold stream resumes
-      with silver versions after that. Gold = recomputation from silver holds; to change what
-      gold says, restore silver.
+      gold layer is recomputed from silver.events as replay does; the refining query (bronze
+      -> silver -> gold) goes on from its checkpoint. Gold = recomputation from silver holds;
+      to change what gold says, restore silver.
     * ``silver.events`` / ``silver.quarantine`` -- the two are written together, batch by
       batch, so they are restored together: the other one to its version as of the restored
       version's commit time. Then every bronze row that neither table accounts for any more
       (by Kafka coordinates) is judged again by the current rules and appended (the rows of
-      the restored version stay as they were); the silver stream resumes after the current
+      the restored version stay as they were); the refining query resumes after the current
       bronze version, and gold is recomputed from silver as above. Silver + quarantine =
       bronze holds. Use it to undo a bad rule: fix the rule, restore silver to before it.
     * ``bronze.events`` -- bronze mirrors the Kafka topic. After the restore, the records the
       bronze stream had already committed (its checkpoint's offsets of the last batch found
       in the table's transaction ids) that the restored version lacks are read again from
-      Kafka and appended, so bronze rows = Kafka records; then silver catches up as above
-      (its stream resumes after the new bronze version; gold continues on its own, silver
-      only got appends). A restore of bronze therefore undoes deletes and updates made to
+      Kafka and appended, so bronze rows = Kafka records; then silver catches up and gold is
+      recomputed as above (the refining query resumes after the new bronze version). A restore of bronze therefore undoes deletes and updates made to
       bronze, not appends. Records Kafka no longer keeps cannot come back; they are counted.
 
     * any other table (``quality.results``): restored alone; nothing streams from it. The
@@ -710,13 +709,13 @@ def describe_plan(name: str, plan: list[tuple[str, int]], settings: Settings) ->
     layer = table_for(name).layer
     if layer == "gold":
         lines.append("then recompute the gold layer from silver.events (gold = recomputation from silver); "
-                     "the gold stream resumes after it")
+                     "the stream goes on from its checkpoint")
     elif layer == "silver":
         lines.append("then judge again every bronze row the restored silver lacks, recompute gold from silver; "
-                     "the silver and gold streams resume after it")
+                     "the silver and gold stream resumes after it")
     elif layer == "bronze":
-        lines.append("then re-read from Kafka the records the restored version lacks, catch silver up; "
-                     "the silver stream resumes after it")
+        lines.append("then re-read from Kafka the records the restored version lacks, catch silver up, recompute "
+                     "gold from silver; the silver and gold stream resumes after it")
     else:
         lines.append("no stream reads or recomputes this table: nothing else changes")
     return "\n".join(lines)
@@ -777,10 +776,12 @@ def _refill_bronze(spark, settings: Settings, kafka) -> int:
 
 def _catch_up_silver(spark, settings: Settings) -> dict:
     """Judge every bronze row that silver.events and silver.quarantine do not account for, append
-    the outcome, and have the silver stream resume after the current bronze version."""
+    the outcome, and have the refining query resume after the current bronze version (gold
+    is recomputed after this)."""
     from pyspark.sql import functions as F
 
     from lakehouse import storage
+    from lakehouse.gold import stream as refine
     from lakehouse.silver import stream as silver_stream
 
     bronze_version = storage.version(spark, settings, "bronze.events")
@@ -801,7 +802,7 @@ def _catch_up_silver(spark, settings: Settings) -> dict:
         if fresh_n:
             fresh.write.format("delta").mode("append").save(settings.table_path("silver.events"))
     orphans = accounted.join(bronze.select(*COORDS), COORDS, "left_anti").agg(F.count(F.lit(1))).first()[0]
-    storage.restart_after_replay(settings, silver_stream.QUERY, bronze_version + 1)
+    storage.restart_after_replay(settings, refine.QUERY, bronze_version + 1)
     return {"bronze_version": bronze_version, "rejudged": n, "to_silver": fresh_n, "to_quarantine": quarantined_n,
             "not_in_bronze": orphans}
 
@@ -811,9 +812,7 @@ def _rebuild_gold(spark, settings: Settings) -> int:
     from lakehouse.gold import stream as gold_stream
 
     gold_stream.rebuild(spark, settings)
-    silver_version = storage.version(spark, settings, "silver.events")
-    storage.restart_after_replay(settings, gold_stream.QUERY, silver_version + 1)
-    return silver_version
+    return storage.version(spark, settings, "silver.events")
 
 
 def restore(spark, settings: Settings, name: str, version: int, *, confirm=None, out=print) -> dict:
@@ -858,16 +857,15 @@ def restore(spark, settings: Settings, name: str, version: int, *, confirm=None,
                                   f"{str(e).splitlines()[0]} Once fixed, run the same restore again.") from None
             result["silver"] = caught
             out(f"silver: {caught['rejudged']} bronze rows judged again -> {caught['to_silver']} events, "
-                f"{caught['to_quarantine']} quarantined; the silver stream resumes after bronze version "
+                f"{caught['to_quarantine']} quarantined; the silver and gold stream resumes after bronze version "
                 f"{caught['bronze_version']}")
             if caught["not_in_bronze"]:
                 out(f"warning: {caught['not_in_bronze']} silver/quarantine rows name Kafka records that bronze "
                     "does not hold (Kafka no longer keeps them)")
-        if table.layer in ("silver", "gold"):
+        if table.layer in ("bronze", "silver", "gold"):
             silver_version = _rebuild_gold(spark, settings)
             result["gold_from_silver_version"] = silver_version
-            out(f"gold recomputed from silver.events version {silver_version}; the gold stream resumes after it")
-        if table.layer in ("silver", "gold"):
+            out(f"gold recomputed from silver.events version {silver_version}")
             try:
                 from serving import sync
 
@@ -914,8 +912,7 @@ def consumer_needs(spark, settings: Settings, now: dt.datetime, out=print) -> di
     streaming query with a checkpoint under LAKEHOUSE_ROOT/_checkpoints that reads a Delta
     table (matched by the table id in its offsets), a stream waiting at a replay's or restore's
     starting version, and the PostgreSQL sync of the gold tables."""
-    from lakehouse.gold import stream as gold_stream
-    from lakehouse.silver import stream as silver_stream
+    from lakehouse.gold import stream as refine
 
     needs: dict[str, tuple[float, str]] = {}
     ids = {_table_id(spark, settings, name): name for name in TABLES if exists(settings, name)}
@@ -950,11 +947,10 @@ def consumer_needs(spark, settings: Settings, now: dt.datetime, out=print) -> di
                 if table:
                     need(table, int(o["reservoirVersion"]), f"the {checkpoint.name} stream",
                          snapshot=bool(o.get("isStartingVersion")))
-    for layer in (silver_stream, gold_stream):  # waiting at a starting version, without a checkpoint yet
-        if not local_path(settings.checkpoint_path(layer.QUERY)).exists():
-            v = stream_source_version(settings, layer.QUERY)
-            if v is not None:
-                need(layer.SOURCE, v, f"the {layer.QUERY} stream")
+    if not local_path(settings.checkpoint_path(refine.QUERY)).exists():  # waiting at a starting version
+        v = stream_source_version(settings, refine.QUERY)
+        if v is not None:
+            need(refine.SOURCE, v, f"the {refine.QUERY} stream")
     try:
         import psycopg2
 

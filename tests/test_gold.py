@@ -253,3 +253,44 @@ def test_aggregates_of_two_batches_added_together_equal_the_aggregate_of_all_eve
                 T.status_by_location(everything))
     assert_same(merged_minute([T.status_by_minute(batch_1), T.status_by_minute(batch_2)]),
                 T.status_by_minute(everything))
+
+
+def test_a_batch_run_again_after_silver_committed_gives_gold_the_same_rows(spark, tmp_path, monkeypatch):
+    """A crash between silver's appends and gold's MERGEs: the re-run batch skips the appends
+    (Delta transaction ids) and still hands gold exactly the rows silver committed."""
+    import json
+
+    from lakehouse import storage
+    from lakehouse.bronze.transforms import to_bronze
+    from lakehouse.gold import stream as refine
+    from lakehouse.settings import get_settings
+    from lakehouse.silver import stream as silver_stream
+
+    monkeypatch.setenv("LAKEHOUSE_ROOT", str(tmp_path / "tables"))
+    settings = get_settings()
+    storage.ensure_tables(spark, settings)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+    def event(i: int, color: str) -> bytes:
+        return json.dumps({"schema_version": 1, "event_id": f"e-{i}", "server_id": f"srv-{i % 3}",
+                           "event_time": (now - dt.timedelta(seconds=60 - i)).isoformat() + "Z",
+                           "server_type": "Web Servers", **PARIS, "status_color": color,
+                           "severity_level": SEVERITY[color], "estimated_resolution_time": i}).encode()
+
+    payloads = [event(i, ("Green", "Red", "Orange")[i % 3]) for i in range(12)] + [event(4, "Orange"), b"{oops"]
+    kafka = spark.createDataFrame([(b"k", p, "status", 0, i, now) for i, p in enumerate(payloads)],
+                                  "key binary, value binary, topic string, partition int, offset long, timestamp timestamp")
+    bronze = to_bronze(kafka.selectExpr("*", "CAST(NULL AS ARRAY<STRUCT<key: STRING, value: BINARY>>) AS headers"))
+    bronze = bronze.withColumn("ingested_at", F.col("kafka_timestamp")).localCheckpoint()
+
+    first, figures = silver_stream.process_batch(bronze, 0, settings, "writer")  # crash here: gold never ran
+    assert (figures["rows_out"], figures["quarantined"], figures["duplicates_dropped"]) == (12, 1, 1)
+    again, figures = silver_stream.process_batch(bronze, 0, settings, "writer")  # the re-run
+    refine.process_batch(again, 0, settings, "writer")
+
+    silver_rows = storage.read(spark, settings, SILVER_EVENTS.name)
+    assert silver_rows.count() == 12 and storage.read(spark, settings, "silver.quarantine").count() == 2
+    assert_df_equality(again, first, ignore_row_order=True)
+    assert_df_equality(storage.read(spark, settings, GOLD_STATUS_BY_LOCATION.name),
+                       T.status_by_location(silver_rows), ignore_row_order=True, ignore_nullable=True)
+    assert storage.read(spark, settings, GOLD_SERVER_STATE.name).count() == 3

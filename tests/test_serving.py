@@ -58,8 +58,8 @@ def test_a_sync_retried_after_a_failure_midway_changes_nothing(spark, lake, tmp_
     simulate(lake, tmp_path, "--events", "300", "--seed", "21")
     assert pipeline.run(lake, available_now=True) == 0
     simulate(lake, tmp_path, "--events", "300", "--seed", "22")
-    for layer in pipeline.LAYERS:  # gold moves on, PostgreSQL not yet
-        layer.start(spark, lake, {"availableNow": True}, lambda *a: None).awaitTermination()
+    for query in pipeline.QUERIES:  # gold moves on, PostgreSQL not yet
+        query.start(spark, lake, {"availableNow": True}, lambda *a: None).awaitTermination()
     before = served(lake)
 
     conn = sync.connect(lake)

@@ -287,7 +287,7 @@ def test_restore_gold_then_silver_then_streaming_keeps_the_accounting(spark, lak
     ops = [c.operation for c in tt.commits(settings, GOLD)]
     assert "RESTORE" in ops[second[GOLD]["version"] + 1:]
     assert_gold_matches_silver(spark, settings)
-    assert not Path(settings.checkpoint_path("gold")).exists()  # the gold stream resumes at its marker
+    assert Path(settings.checkpoint_path("refine")).exists()  # silver is unchanged: the stream goes on from its checkpoint
     # Silver: restored with its quarantine to the first round; the second round's bronze rows judged again.
     v = first["silver.events"]["version"]
     code, out, err = cli(capsys, "restore", "silver.events", "--version", v, "--yes")
@@ -356,10 +356,10 @@ def test_maintain_without_a_window_keeps_what_a_lagging_stream_needs(spark, lake
     from lakehouse.bronze import stream as bronze_stream
 
     settings, tmp = lake
-    # Bronze moves on alone: the silver stream lags behind it.
+    # Bronze moves on alone: the refining stream (silver and gold) lags behind it.
     simulate(settings, tmp, "--events", "100", "--seed", "25")
     bronze_stream.start(spark, settings, {"availableNow": True}).awaitTermination()
-    lag_from = tt.stream_source_version(settings, "silver")
+    lag_from = tt.stream_source_version(settings, "refine")
     latest = storage.version(spark, settings, "bronze.events")
     assert lag_from is not None and lag_from <= latest
     lagging = {v: rows(spark.read.format("delta").option("versionAsOf", v).load(settings.table_path("bronze.events")))
@@ -370,7 +370,7 @@ def test_maintain_without_a_window_keeps_what_a_lagging_stream_needs(spark, lake
     code, out, err = cli(capsys, "maintain")
     assert code == 0, err
     lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in TABLES}
-    reads_from = re.search(r"the silver stream still reads it from version (\d+)", lines["bronze.events"])
+    reads_from = re.search(r"the refine stream still reads it from version (\d+)", lines["bronze.events"])
     assert reads_from and lag_from <= int(reads_from.group(1)) <= latest, lines["bronze.events"]
     assert last_vacuum_retention_h(settings, "bronze.events") >= 1  # rounded up to a whole hour, never down
     assert tt.window(settings, "bronze.events").oldest <= lag_from
@@ -390,7 +390,7 @@ def test_maintain_without_a_window_keeps_what_a_lagging_stream_needs(spark, lake
         win = tt.window(settings, name)
         assert win.oldest <= win.latest
         spark.read.format("delta").load(settings.table_path(name)).count()
-    # The lagging silver stream finds every bronze file it needs; the pipeline stays exact.
+    # The lagging refining stream finds every bronze file it needs; the pipeline stays exact.
     assert pipeline.run(settings, available_now=True) == 0
     assert_accounting(spark, settings)
     assert_gold_matches_silver(spark, settings)

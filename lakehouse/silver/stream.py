@@ -1,11 +1,12 @@
-"""Silver's streaming edge: bronze.events (Delta source) -> silver.events + silver.quarantine.
+"""Silver's micro-batch: bronze rows -> silver.events + silver.quarantine.
 
 Each micro-batch is judged, split and de-duplicated by ``silver.transforms``. A record
 failing a rule whose policy is ``fail`` raises ``quality.RuleFailure`` before any write, so
 the query stops and the batch is judged again from the checkpoint on restart. Both
 appends carry the batch id as a Delta transaction id, so a re-run batch writes nothing
-twice. Quarantine is written first: a batch re-run after it committed sees the same
-silver table, so it computes the same split.
+twice. A batch is de-duplicated against silver without its own rows, so a re-run after
+either append committed computes the same split, and hands gold the same new rows.
+The streaming query that runs it (bronze -> silver -> gold, one query) is ``gold.stream``'s.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ import datetime as dt
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
 
 from lakehouse import quality, storage
 from lakehouse.settings import Settings
 from lakehouse.silver import transforms as T
-from lakehouse.tables import BRONZE_EVENTS, SILVER_EVENTS, SILVER_QUARANTINE
+from lakehouse.tables import KAFKA_COORDINATES, SILVER_EVENTS, SILVER_QUARANTINE
 
-SOURCE = BRONZE_EVENTS.name  # the Delta table it streams from
-QUERY = "silver"
+COORDS = [name for name, _, _ in KAFKA_COORDINATES]
 
 
 def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -> tuple[DataFrame, DataFrame, DataFrame]:
@@ -43,47 +42,41 @@ def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -
     return first, quarantine, judged
 
 
-def known_keys(spark: SparkSession, settings: Settings) -> DataFrame:
-    """Event keys already in silver within the de-duplication horizon."""
+def known_keys(spark: SparkSession, settings: Settings, batch: DataFrame | None = None) -> DataFrame:
+    """Event keys already in silver within the de-duplication horizon, leaving out the rows of
+    ``batch`` itself (bronze rows): a batch run again after its append committed finds the
+    same keys as its first run."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.dedup_horizon_hours)
-    return (storage.read(spark, settings, SILVER_EVENTS.name)
-            .where(F.col("ingested_at") >= F.lit(cutoff)).select("event_key"))
+    silver = storage.read(spark, settings, SILVER_EVENTS.name).where(F.col("ingested_at") >= F.lit(cutoff))
+    if batch is not None:
+        silver = silver.join(F.broadcast(batch.select(*COORDS)), COORDS, "left_anti")
+    return silver.select("event_key")
 
 
-def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: str) -> dict:
+def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: str) -> tuple[DataFrame, dict]:
+    """Write one batch of bronze rows to silver; returns (its new silver rows, its figures)."""
     spark = bronze.sparkSession
     bronze = bronze.persist()
     judged = None
     try:
-        fresh, quarantine, judged = split(bronze, settings, known_keys(spark, settings))
-        # Computed once, against silver as it was before this batch, then written.
+        fresh, quarantine, judged = split(bronze, settings, known_keys(spark, settings, bronze))
+        # Computed once, then written; gold reads these same rows.
         fresh, quarantine = fresh.localCheckpoint(), quarantine.localCheckpoint()
         storage.append_once(quarantine, settings, SILVER_QUARANTINE.name, writer, batch_id)
         storage.append_once(fresh, settings, SILVER_EVENTS.name, writer, batch_id)
         counts = quarantine.groupBy().agg(
             F.count(F.lit(1)).alias("quarantined"),
             F.count(F.when(F.array_contains("failed_rules", "unique_event"), 1)).alias("duplicates")).first()
-        return {"rows_in": bronze.count(), "rows_out": fresh.count(),
-                "quarantined": counts["quarantined"] - counts["duplicates"],
-                "duplicates_dropped": counts["duplicates"],
-                "table_version": storage.version(spark, settings, SILVER_EVENTS.name)}
+        rows_out = fresh.count()
+        # Every bronze row is either a new silver row or a quarantined one (duplicates included).
+        return fresh, {"rows_in": rows_out + counts["quarantined"], "rows_out": rows_out,
+                       "quarantined": counts["quarantined"] - counts["duplicates"],
+                       "duplicates_dropped": counts["duplicates"],
+                       "table_version": storage.version(spark, settings, SILVER_EVENTS.name)}
     finally:
         bronze.unpersist()
         if judged is not None:
             judged.unpersist()
-
-
-def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> StreamingQuery:
-    writer: list[str] = []
-
-    def run(df: DataFrame, batch_id: int) -> None:
-        writer[:] = writer or [storage.query_id(df.sparkSession, settings, QUERY)]
-        on_batch(QUERY, batch_id, process_batch(df, batch_id, settings, writer[0]))
-
-    return (storage.stream_from(spark, settings, BRONZE_EVENTS.name, QUERY)
-            .writeStream.queryName(QUERY).foreachBatch(run)
-            .option("checkpointLocation", settings.checkpoint_path(QUERY))
-            .trigger(**trigger).start())
 
 
 def rebuild(bronze: DataFrame, settings: Settings) -> dict:
