@@ -75,7 +75,7 @@ def test_tiny_bench_reports_every_figure(spark, tmp_path):
     for probe in ("postgres", "api"):
         for p in ("p50", "p95", "p99"):
             assert isinstance(fresh[probe][p], int | float), (probe, p, fresh[probe])
-    assert {"bronze", "silver", "gold", "sync"} <= set(fresh["layers"])
+    assert {"bronze", "refine", "sync"} <= set(fresh["layers"])  # per query: refine writes silver and gold
     assert {g["goal"].split(" ")[0] for g in saved["goals"]} == {"whole", "freshness", "dashboard", "producer",
                                                                  "data-quality"}
     assert all(isinstance(g["met"], bool) and g["where"] for g in saved["goals"])
