@@ -15,6 +15,7 @@ not yet computes the same server_state again.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -58,10 +59,7 @@ _ADD = {"event_count": "t.event_count + s.event_count",
         "total_estimated_resolution_time": "t.total_estimated_resolution_time + s.total_estimated_resolution_time"}
 
 
-def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: str) -> dict:
-    """Merge one batch of new silver rows into the gold tables; returns its figures. ``events``
-    must be materialized (silver hands a local checkpoint): MERGE does not copy its source."""
-    spark = events.sparkSession
+def _merge_aggregates(spark: SparkSession, settings: Settings, events: DataFrame, writer: str, batch_id: int) -> None:
     _merge(spark, settings, GOLD_STATUS_BY_LOCATION, T.status_by_location(events), writer, batch_id, _ADD)
     _merge(spark, settings, GOLD_STATUS_BY_MINUTE, T.status_by_minute(events), writer, batch_id, {
         **_ADD,
@@ -69,13 +67,28 @@ def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: 
         "avg_estimated_resolution_time": "(t.total_estimated_resolution_time + s.total_estimated_resolution_time)"
                                          " / (t.event_count + s.event_count)",
     })
-    state = storage.read(spark, settings, GOLD_SERVER_STATE.name)
-    open_incidents = storage.read(spark, settings, GOLD_INCIDENTS.name).where("is_open")
-    new_state, incidents = T.server_timeline(events, state, open_incidents)
-    # Pin both to the state before this batch, then write.
-    new_state, incidents = new_state.localCheckpoint(), incidents.localCheckpoint()
-    _merge(spark, settings, GOLD_INCIDENTS, incidents, writer, batch_id)
-    _merge(spark, settings, GOLD_SERVER_STATE, new_state, writer, batch_id)
+
+
+def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: str,
+                  side: SparkSession | None = None) -> dict:
+    """Merge one batch of new silver rows into the gold tables; returns its figures. ``events``
+    must be materialized (silver hands a local checkpoint): MERGE does not copy its source.
+
+    The two aggregates are merged from a second session (``side``; the transaction-id settings
+    are per session) while this one computes the server timeline: a MERGE spends much of its
+    time on the driver, so the two overlap well even on two cores. Neither half reads what the
+    other writes, so a re-run after a crash in either is still exact."""
+    spark = events.sparkSession
+    with ThreadPoolExecutor(1, thread_name_prefix="gold-aggregates") as pool:
+        aggregates = pool.submit(_merge_aggregates, side or spark.newSession(), settings, events, writer, batch_id)
+        state = storage.read(spark, settings, GOLD_SERVER_STATE.name)
+        open_incidents = storage.read(spark, settings, GOLD_INCIDENTS.name).where("is_open")
+        new_state, incidents = T.from_timeline(T.timeline(events, state).localCheckpoint(), open_incidents)
+        # Pin both to the state before this batch, then write.
+        new_state, incidents = new_state.localCheckpoint(), incidents.localCheckpoint()
+        _merge(spark, settings, GOLD_INCIDENTS, incidents, writer, batch_id)
+        _merge(spark, settings, GOLD_SERVER_STATE, new_state, writer, batch_id)
+        aggregates.result()
     n = events.count()
     return {"rows_in": n, "rows_out": n,
             "table_version": storage.version(spark, settings, GOLD_STATUS_BY_LOCATION.name)}
@@ -84,6 +97,7 @@ def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: 
 def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> StreamingQuery:
     """The query; ``on_batch(layer, batch_id, figures)`` gets silver's and gold's figures of each batch."""
     writer: list[str] = []
+    side = spark.newSession()  # gold's second session, kept for the query's life
 
     def run(df: DataFrame, batch_id: int) -> None:
         writer[:] = writer or [storage.query_id(df.sparkSession, settings, QUERY)]
@@ -91,7 +105,7 @@ def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> S
         events, figures = silver.process_batch(df, batch_id, settings, writer[0])
         halfway = time.monotonic()
         on_batch("silver", batch_id, {**figures, "duration_ms": round((halfway - started) * 1000)})
-        figures = process_batch(events, batch_id, settings, writer[0])
+        figures = process_batch(events, batch_id, settings, writer[0], side)
         on_batch("gold", batch_id, {**figures, "duration_ms": round((time.monotonic() - halfway) * 1000)})
 
     return (storage.stream_from(spark, settings, BRONZE_EVENTS.name, QUERY)

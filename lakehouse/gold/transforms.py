@@ -48,6 +48,13 @@ def server_timeline(events: DataFrame, state: DataFrame, open_incidents: DataFra
     left out (they still count in the aggregates). Returns (server_state rows to upsert,
     incident rows to upsert).
     """
+    return from_timeline(timeline(events, state), open_incidents)
+
+
+def timeline(events: DataFrame, state: DataFrame) -> DataFrame:
+    """The first half of ``server_timeline``: the touched servers' prior state and their new
+    events, in order, with status changes and incident runs marked. The stream materializes
+    it once, as both outputs read it."""
     prior = state.select("server_id", F.col("last_event_time").alias("_prior_last"))
     new = (events.where("server_id IS NOT NULL AND NOT is_late")
            .join(prior, "server_id", "left")
@@ -74,7 +81,11 @@ def server_timeline(events: DataFrame, state: DataFrame, open_incidents: DataFra
             .withColumn("_ended", F.expr(f"NOT is_prior AND status_color = '{GREEN}' "
                                          f"AND _prev IS NOT NULL AND _prev != '{GREEN}'"))
             .withColumn("_run", F.sum(F.col("_started").cast("int")).over(running)))
+    return rows
 
+
+def from_timeline(rows: DataFrame, open_incidents: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """The second half of ``server_timeline``: (server_state rows, incident rows) from ``timeline``."""
     latest = Window.partitionBy("server_id").orderBy(F.desc("event_time"), F.desc("partition"), F.desc("offset"))
     new_state = (rows.where("NOT is_prior").withColumn("_n", F.row_number().over(latest)).where("_n = 1")
                  .withColumnRenamed("event_time", "last_event_time")
