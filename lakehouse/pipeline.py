@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
 import signal
 import threading
 import time
@@ -150,10 +151,27 @@ def _session(settings: Settings):
     return spark
 
 
+LEGACY_QUERIES = ("silver", "gold")  # the checkpoints of separate silver and gold queries (before `refine`)
+
+
+def _refuse_legacy_checkpoints(settings: Settings) -> None:
+    """A lake whose silver and gold were written by separate queries has no `refine` checkpoint:
+    started as is, the query would read bronze from its start again and quarantine every event
+    as a duplicate. A replay moves it over (it leaves `refine` a starting version)."""
+    refine = Path(settings.checkpoint_path(gold.QUERY))
+    if refine.exists() or Path(f"{refine}.starting-version").exists():
+        return
+    if any(Path(settings.checkpoint_path(q)).exists() for q in LEGACY_QUERIES):
+        raise ConfigError("this lake's silver and gold were written by the older separate silver and gold "
+                          "streams; run `lakehouse replay` once (it rebuilds them from bronze and moves the "
+                          "stream over), then start the stream again")
+
+
 def run(settings: Settings, *, available_now: bool = False) -> int:
     """``lakehouse stream``: all layers, until Ctrl-C/SIGTERM or, with available_now, until caught up."""
     _claim(settings)
     try:
+        _refuse_legacy_checkpoints(settings)
         spark = _session(settings)
         stats: dict = {}
         batches: queue.Queue = queue.Queue()
@@ -260,6 +278,9 @@ def replay(settings: Settings) -> dict:
         figures = silver.rebuild(snapshot, settings)
         gold.rebuild(spark, settings)
         storage.restart_after_replay(settings, gold.QUERY, bronze_version + 1)
+        for legacy in LEGACY_QUERIES:
+            shutil.rmtree(settings.checkpoint_path(legacy), ignore_errors=True)
+            Path(settings.checkpoint_path(legacy) + ".starting-version").unlink(missing_ok=True)
         figures["bronze_version"] = bronze_version
         try:
             from serving import sync

@@ -66,6 +66,10 @@ def get_spark(app_name: str = "lakehouse", settings: Settings | None = None, **c
         .config("spark.databricks.delta.snapshotPartitions", "1")
         # VACUUM lists files with this many tasks (Spark's default: 10,000, ~30 s per table here).
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(settings.spark_shuffle_partitions))
+        # Our queries are stateless (Kafka -> Delta, Delta -> foreachBatch): let the micro-batches'
+        # jobs (silver's split, gold's MERGEs) use adaptive execution, which Spark turns off for
+        # streaming unless told (measured: a warm 2,000-event batch ~20% faster with it).
+        .config("spark.sql.adaptive.streaming.stateless.enabled", "true")
         .config("spark.databricks.delta.optimizeWrite.enabled", "true")
         .config("spark.databricks.delta.autoCompact.enabled", "true")
     )

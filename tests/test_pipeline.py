@@ -274,3 +274,22 @@ def test_query_refuses_a_bad_table_or_version_with_one_line_and_exit_2(spark, la
     assert err.count("\n") == 1
     assert main(["query", "gold.status_by_location", "--as-of", "yesterday-ish"]) == 2
     assert "cannot parse timestamp" in capsys.readouterr().err
+
+
+def test_a_lake_of_the_older_separate_streams_is_refused_until_a_replay_moves_it_over(spark, lake, tmp_path):
+    from lakehouse import pipeline
+    from lakehouse.settings import ConfigError
+
+    simulate(lake, tmp_path, "--events", "100", "--seed", "31")
+    assert pipeline.run(lake, available_now=True) == 0
+    # As the older layout left it: silver's and gold's own checkpoints, none for `refine`.
+    Path(lake.checkpoint_path("refine")).rename(lake.checkpoint_path("silver"))
+    Path(lake.checkpoint_path("gold")).mkdir()
+    with pytest.raises(ConfigError, match="run `lakehouse replay` once"):
+        pipeline.run(lake, available_now=True)
+    pipeline.replay(lake)
+    assert not Path(lake.checkpoint_path("silver")).exists() and not Path(lake.checkpoint_path("gold")).exists()
+    simulate(lake, tmp_path, "--events", "100", "--seed", "32")
+    assert pipeline.run(lake, available_now=True) == 0
+    assert_accounting(spark, lake)
+    assert_gold_matches_silver(spark, lake)
