@@ -36,8 +36,11 @@ def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -
         raise
     first, copies = T.first_per_event(T.valid_events(judged))
     if known_keys is not None:
-        copies = copies.unionByName(first.join(known_keys, "event_key", "left_semi"))
-        first = first.join(known_keys, "event_key", "left_anti")
+        # Only the known keys this batch has: a (broadcast) semi join on the batch's keys while
+        # reading silver, rather than shuffling every key of the horizon to join the batch.
+        seen = known_keys.join(first.select("event_key"), "event_key", "left_semi")
+        copies = copies.unionByName(first.join(seen, "event_key", "left_semi"))
+        first = first.join(seen, "event_key", "left_anti")
     quarantine = T.quarantined(judged).unionByName(T.as_duplicates(copies, bronze))
     return first, quarantine, judged
 
