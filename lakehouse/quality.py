@@ -21,7 +21,10 @@ starts, makes one pass every ``LAKEHOUSE_DQ_INTERVAL_SECONDS`` (0: back to back,
 never). A pass reads the rows bronze and silver gained since the last pass through
 ``availableNow`` Delta streams with their own checkpoints (``_checkpoints/dq_bronze``,
 ``_checkpoints/dq_silver``: each row is validated once, a pass after a crash resumes), and
-validates gold when its versions moved. ``lakehouse dq run`` makes one pass by hand.
+validates gold when its versions moved. ``lakehouse dq run`` makes one pass by hand. Each
+suite runs in two passes (``validate``): every expectation with GX's cheapest result format,
+then in full only those that failed (and those with ``mostly``), for their counts and sample
+rows; the report's Data Docs run every expectation in full.
 
 Results (suite, table, Delta version, batch id, rule, expectation, success, observed value,
 unexpected count, sample rows) are appended to the Delta table ``quality.results``, exactly
