@@ -51,8 +51,8 @@ def known_keys(spark: SparkSession, settings: Settings, batch: DataFrame | None 
     same keys as its first run."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.dedup_horizon_hours)
     silver = storage.read(spark, settings, SILVER_EVENTS.name).where(F.col("ingested_at") >= F.lit(cutoff))
-    if batch is not None:
-        silver = silver.join(F.broadcast(batch.select(*COORDS)), COORDS, "left_anti")
+    if batch is not None:  # no broadcast hint: a catch-up batch after an outage can hold millions of rows
+        silver = silver.join(batch.select(*COORDS), COORDS, "left_anti")
     return silver.select("event_key")
 
 
