@@ -585,12 +585,12 @@ def catch_up(spark, settings: Settings, listener, steps: Steps, records: int, ce
         q.awaitTermination()
         seconds = time.monotonic() - started
         if query.QUERY == "bronze":
-            run_ids["bronze"] = [str(q.runId)]
+            run_ids["bronze"] = str(q.runId)
             out["layers"]["bronze"] = figures(seconds)
         else:
             silver_s = steps.summary(started_at).get("silver", {}).get("batch", 0.0)
             silver_s = min(max(silver_s, 0.001), seconds - 0.001)
-            run_ids["silver"] = run_ids["gold"] = [str(q.runId)]
+            run_ids["silver"] = run_ids["gold"] = str(q.runId)
             out["layers"]["silver"], out["layers"]["gold"] = figures(silver_s), figures(seconds - silver_s)
         log.info("catch-up: %s done in %.1fs (%s events/s)", query.QUERY, seconds, f"{records / seconds:,.0f}")
     started = time.monotonic()
@@ -601,8 +601,8 @@ def catch_up(spark, settings: Settings, listener, steps: Steps, records: int, ce
                    "rows_written": {k: v for k, v in written.items()}}
     log.info("catch-up: PostgreSQL sync in %.1fs", seconds)
     time.sleep(1.0)  # the listener's last progress events
-    for name, ids in run_ids.items():
-        out["layers"][name].update(_batch_summary(listener.batches(set(ids))))
+    for name, run_id in run_ids.items():
+        out["layers"][name].update(_batch_summary(listener.batches({run_id})))
     layers = sum(v["seconds"] for v in out["layers"].values())
     out["whole"] = {"seconds": round(layers, 3), "events_per_s": round(records / layers, 1),
                     "fraction_of_ceiling": round(records / layers / ceiling_rate, 4)}
@@ -1006,10 +1006,9 @@ def freshness_ours(spark, settings: Settings, listener, steps: Steps, rate: int,
     simulator sends at ``rate``."""
     from lakehouse import pipeline
 
-    stats: dict = {}
     batches: queue.Queue = queue.Queue()
     gold_done = threading.Event()
-    batch_log = pipeline.BatchLog(stats, batches, gold_done)
+    batch_log = pipeline.BatchLog(batches, gold_done)
     spark.streams.addListener(batch_log)
     syncer = timed_syncer(settings, batches, gold_done)
     trigger = {"processingTime": f"{settings.trigger_seconds} seconds"}

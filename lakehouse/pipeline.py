@@ -35,8 +35,9 @@ QUERIES = (bronze, gold)  # gold's query writes silver and gold
 class BatchLog(StreamingQueryListener):
     """One structured log line per micro-batch per layer, and its figures for PostgreSQL."""
 
-    def __init__(self, stats: dict, batches: queue.Queue, gold_done: threading.Event):
-        self.stats, self.batches, self.gold_done = stats, batches, gold_done
+    def __init__(self, batches: queue.Queue, gold_done: threading.Event):
+        self.batches, self.gold_done = batches, gold_done
+        self.stats: dict = {}  # (query, batch id) -> {layer: figures}, from on_batch until the progress event
 
     def onQueryStarted(self, event):
         pass
@@ -158,8 +159,7 @@ def _refuse_legacy_checkpoints(settings: Settings) -> None:
     """A lake whose silver and gold were written by separate queries has no `refine` checkpoint:
     started as is, the query would read bronze from its start again and quarantine every event
     as a duplicate. A replay moves it over (it leaves `refine` a starting version)."""
-    refine = Path(settings.checkpoint_path(gold.QUERY))
-    if refine.exists() or Path(f"{refine}.starting-version").exists():
+    if Path(settings.checkpoint_path(gold.QUERY)).exists() or storage.start_marker(settings, gold.QUERY).exists():
         return
     if any(Path(settings.checkpoint_path(q)).exists() for q in LEGACY_QUERIES):
         raise ConfigError("this lake's silver and gold were written by the older separate silver and gold "
@@ -173,10 +173,9 @@ def run(settings: Settings, *, available_now: bool = False) -> int:
     try:
         _refuse_legacy_checkpoints(settings)
         spark = _session(settings)
-        stats: dict = {}
         batches: queue.Queue = queue.Queue()
         gold_done = threading.Event()
-        listener = BatchLog(stats, batches, gold_done)
+        listener = BatchLog(batches, gold_done)
         spark.streams.addListener(listener)
         on_batch = listener.on_batch
 
@@ -280,7 +279,7 @@ def replay(settings: Settings) -> dict:
         storage.restart_after_replay(settings, gold.QUERY, bronze_version + 1)
         for legacy in LEGACY_QUERIES:
             shutil.rmtree(settings.checkpoint_path(legacy), ignore_errors=True)
-            Path(settings.checkpoint_path(legacy) + ".starting-version").unlink(missing_ok=True)
+            storage.start_marker(settings, legacy).unlink(missing_ok=True)
         figures["bronze_version"] = bronze_version
         try:
             from serving import sync

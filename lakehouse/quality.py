@@ -12,8 +12,8 @@ a rule:
   with every silver row sharing one).
 * **gold**: no negative totals, and the cross-layer checks on views computed from
   consistent table versions: ``gold.layer_totals`` (the sum of event_count equals the number
-  of silver events, both read between two batches of the query that writes them), ``gold.open_incidents`` (each open incident's server
-  is not Green in gold.server_state).
+  of silver events, both read between two batches of the query that writes them),
+  ``gold.open_incidents`` (each open incident's server is not Green in gold.server_state).
 
 Cheap row checks already run on every micro-batch (silver routing). The GX validations run
 off the streaming threads: ``QualityMonitor``, a daemon thread that ``lakehouse stream``
@@ -41,8 +41,8 @@ URL in the pages is rewritten to them, or removed.
 
 Policy ``fail`` (``enforce_fail_rules``, called by silver before it writes a batch): a
 record failing such a rule stops silver and gold (the query that writes them; bronze goes
-on recording) with one message naming the rule, with sample records. Nothing of the batch was written, so a restart after the fix judges the
-same batch again from the checkpoint.
+on recording) with one message naming the rule, with sample records. Nothing of the batch
+was written, so a restart after the fix judges the same batch again from the checkpoint.
 """
 
 from __future__ import annotations

@@ -65,13 +65,13 @@ def append_once(df: DataFrame, settings: Settings, name: str, writer: str, batch
 def once(spark: SparkSession, name: str, writer: str, batch_id: int, conf: dict[str, str] | None = None):
     """Make the Delta DML inside (MERGE, UPDATE, DELETE) idempotent for ``writer``'s batch id
     (and set ``conf`` for it)."""
-    settings = {TXN_APP_ID: f"{name}/{writer}", TXN_VERSION: str(batch_id), **(conf or {})}
-    for key, value in settings.items():
+    values = {TXN_APP_ID: f"{name}/{writer}", TXN_VERSION: str(batch_id), **(conf or {})}
+    for key, value in values.items():
         spark.conf.set(key, value)
     try:
         yield
     finally:
-        for key in settings:
+        for key in values:
             spark.conf.unset(key)
 
 
@@ -94,7 +94,8 @@ def version(spark: SparkSession, settings: Settings, name: str) -> int:
     return DeltaTable.forPath(spark, location).history(1).collect()[0]["version"]
 
 
-def _start_marker(settings: Settings, query: str) -> Path:
+def start_marker(settings: Settings, query: str) -> Path:
+    """Where a replay or restore leaves ``query`` the source version to start at."""
     return Path(settings.checkpoint_path(query) + ".starting-version")
 
 
@@ -102,7 +103,7 @@ def stream_from(spark: SparkSession, settings: Settings, name: str, query: str) 
     """A Delta streaming source for ``query``: from its checkpoint, or, right after a replay
     removed the checkpoint, from the first version the replay did not cover."""
     reader = spark.readStream.format("delta")
-    marker = _start_marker(settings, query)
+    marker = start_marker(settings, query)
     if not Path(settings.checkpoint_path(query)).exists() and marker.exists():
         reader = reader.option("startingVersion", marker.read_text().strip())
     return reader.load(settings.table_path(name))
@@ -111,7 +112,7 @@ def stream_from(spark: SparkSession, settings: Settings, name: str, query: str) 
 def ready_to_stream(spark: SparkSession, settings: Settings, name: str, query: str) -> bool:
     """False while a replay's starting version for ``query`` does not exist in its source yet
     (Delta refuses a starting version beyond the table's last)."""
-    marker = _start_marker(settings, query)
+    marker = start_marker(settings, query)
     if Path(settings.checkpoint_path(query)).exists() or not marker.exists():
         return True
     return version(spark, settings, name) >= int(marker.read_text().strip())
@@ -123,6 +124,6 @@ def restart_after_replay(settings: Settings, query: str, next_version: int) -> N
     import shutil
 
     shutil.rmtree(settings.checkpoint_path(query), ignore_errors=True)
-    marker = _start_marker(settings, query)
+    marker = start_marker(settings, query)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(next_version))

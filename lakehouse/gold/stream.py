@@ -70,9 +70,10 @@ def _merge_aggregates(spark: SparkSession, settings: Settings, events: DataFrame
 
 
 def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: str,
-                  side: SparkSession | None = None) -> dict:
-    """Merge one batch of new silver rows into the gold tables; returns its figures. ``events``
-    must be materialized (silver hands a local checkpoint): MERGE does not copy its source.
+                  side: SparkSession | None = None) -> int:
+    """Merge one batch of new silver rows into the gold tables; returns gold's table version.
+    ``events`` must be materialized (silver hands a local checkpoint): MERGE does not copy its
+    source.
 
     The two aggregates are merged from a second session (``side``; the transaction-id settings
     are per session) while this one computes the server timeline: a MERGE spends much of its
@@ -89,9 +90,7 @@ def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: 
         _merge(spark, settings, GOLD_INCIDENTS, incidents, writer, batch_id)
         _merge(spark, settings, GOLD_SERVER_STATE, new_state, writer, batch_id)
         aggregates.result()
-    n = events.count()
-    return {"rows_in": n, "rows_out": n,
-            "table_version": storage.version(spark, settings, GOLD_STATUS_BY_LOCATION.name)}
+    return storage.version(spark, settings, GOLD_STATUS_BY_LOCATION.name)
 
 
 def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> StreamingQuery:
@@ -105,8 +104,10 @@ def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> S
         events, figures = silver.process_batch(df, batch_id, settings, writer[0])
         halfway = time.monotonic()
         on_batch("silver", batch_id, {**figures, "duration_ms": round((halfway - started) * 1000)})
-        figures = process_batch(events, batch_id, settings, writer[0], side)
-        on_batch("gold", batch_id, {**figures, "duration_ms": round((time.monotonic() - halfway) * 1000)})
+        version = process_batch(events, batch_id, settings, writer[0], side)
+        n = figures["rows_out"]  # the batch's new silver rows, all merged
+        on_batch("gold", batch_id, {"rows_in": n, "rows_out": n, "table_version": version,
+                                    "duration_ms": round((time.monotonic() - halfway) * 1000)})
 
     return (storage.stream_from(spark, settings, BRONZE_EVENTS.name, QUERY)
             .writeStream.queryName(QUERY).foreachBatch(run)
