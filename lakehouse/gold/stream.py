@@ -104,8 +104,11 @@ def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> S
         events, figures = silver.process_batch(df, batch_id, settings, writer[0])
         halfway = time.monotonic()
         on_batch("silver", batch_id, {**figures, "duration_ms": round((halfway - started) * 1000)})
-        version = process_batch(events, batch_id, settings, writer[0], side)
         n = figures["rows_out"]  # the batch's new silver rows, all merged
+        if n:
+            version = process_batch(events, batch_id, settings, writer[0], side)
+        else:  # nothing new for gold (every row quarantined or a duplicate): no empty MERGE commits
+            version = storage.version(df.sparkSession, settings, GOLD_STATUS_BY_LOCATION.name)
         on_batch("gold", batch_id, {"rows_in": n, "rows_out": n, "table_version": version,
                                     "duration_ms": round((time.monotonic() - halfway) * 1000)})
 

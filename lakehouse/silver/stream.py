@@ -25,24 +25,22 @@ COORDS = [name for name, _, _ in KAFKA_COORDINATES]
 
 
 def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(new silver rows, quarantine rows, judged) for a set of bronze rows."""
-    # Judged once and kept: otherwise the optimizer pushes the split's filters below the
-    # parsing and evaluates every rule (and the JSON parse) hundreds of times per row.
-    judged = T.judge(T.parse(bronze, seed_timezone=settings.seed_timezone, late_after=settings.late_after)).persist()
-    try:
-        quality.enforce_fail_rules(judged)  # policy fail: stop here, before anything of the batch is written
-    except Exception:
-        judged.unpersist()
-        raise
-    first, copies = T.first_per_event(T.valid_events(judged))
+    """(new silver rows, quarantine rows, kept) for a set of bronze rows; the caller unpersists ``kept``."""
+    judged = T.judge(T.parse(bronze, seed_timezone=settings.seed_timezone, late_after=settings.late_after))
+    quality.enforce_fail_rules(judged)  # policy fail: stop here, before anything of the batch is written
+    # Numbered once and kept, in the few columns both outputs need: otherwise the optimizer
+    # pushes the split's filters below the parsing and evaluates every rule (and the JSON
+    # parse) hundreds of times per row, and ranks the events once per output.
+    numbered = T.number_copies(judged).localCheckpoint()
+    first, copies = T.first_per_event(numbered)
     if known_keys is not None:
         # Only the known keys this batch has: a (broadcast) semi join on the batch's keys while
         # reading silver, rather than shuffling every key of the horizon to join the batch.
         seen = known_keys.join(first.select("event_key"), "event_key", "left_semi")
         copies = copies.unionByName(first.join(seen, "event_key", "left_semi"))
         first = first.join(seen, "event_key", "left_anti")
-    quarantine = T.quarantined(judged).unionByName(T.as_duplicates(copies, bronze))
-    return first, quarantine, judged
+    quarantine = T.quarantined(numbered).unionByName(T.as_duplicates(copies))
+    return T.valid_events(first), quarantine, numbered
 
 
 def known_keys(spark: SparkSession, settings: Settings, batch: DataFrame | None = None) -> DataFrame:
@@ -65,12 +63,15 @@ def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: 
         fresh, quarantine, judged = split(bronze, settings, known_keys(spark, settings, bronze))
         # Computed once, then written; gold reads these same rows.
         fresh, quarantine = fresh.localCheckpoint(), quarantine.localCheckpoint()
-        storage.append_once(quarantine, settings, SILVER_QUARANTINE.name, writer, batch_id)
-        storage.append_once(fresh, settings, SILVER_EVENTS.name, writer, batch_id)
         counts = quarantine.groupBy().agg(
             F.count(F.lit(1)).alias("quarantined"),
             F.count(F.when(F.array_contains("failed_rules", "unique_event"), 1)).alias("duplicates")).first()
         rows_out = fresh.count()
+        # An empty append still costs a Delta commit (~1 s here); a re-run skips it alike.
+        if counts["quarantined"]:
+            storage.append_once(quarantine, settings, SILVER_QUARANTINE.name, writer, batch_id)
+        if rows_out:
+            storage.append_once(fresh, settings, SILVER_EVENTS.name, writer, batch_id)
         # Every bronze row is either a new silver row or a quarantined one (duplicates included).
         return fresh, {"rows_in": rows_out + counts["quarantined"], "rows_out": rows_out,
                        "quarantined": counts["quarantined"] - counts["duplicates"],

@@ -121,18 +121,28 @@ def _quarantine_columns() -> list:
     ]
 
 
-def first_per_event(events: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Split into (first record of each event_key, the later copies), first by Kafka position."""
-    w = Window.partitionBy("event_key").orderBy("ingested_at", "topic", "partition", "offset")
-    ranked = events.withColumn("_n", F.row_number().over(w))
-    return ranked.where("_n = 1").drop("_n"), ranked.where("_n > 1").drop("_n")
+def number_copies(judged: DataFrame) -> DataFrame:
+    """The columns silver and its quarantine need, plus ``copy``: 1 for the first record of each
+    event (by Kafka position) among those that passed every rule, 2, 3... for its later
+    copies, null for records that failed a rule. One sort numbers them all, so silver can keep
+    this frame and split it without ranking twice."""
+    valid = F.size("failed_rules") == 0
+    w = Window.partitionBy(valid, "event_key").orderBy("ingested_at", "topic", "partition", "offset")
+    return judged.select(*_NUMBERED).withColumn("copy", F.when(valid, F.row_number().over(w)))
 
 
-def as_duplicates(copies: DataFrame, bronze: DataFrame) -> DataFrame:
+def first_per_event(numbered: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(first record of each event, its later copies) of ``number_copies`` rows."""
+    return numbered.where("copy = 1"), numbered.where("copy > 1")
+
+
+def as_duplicates(copies: DataFrame) -> DataFrame:
     """Later copies of an event -> quarantine rows under the duplicate rule, with their raw payload."""
-    raw = bronze.select("topic", "partition", "offset", "value", "value_text")
-    return (copies.select("topic", "partition", "offset", "event_key", "ingested_at")
-            .join(raw, ["topic", "partition", "offset"])
+    return (copies
             .withColumn("failed_rules", F.array(F.lit(DUPLICATE_RULE.name)))
             .withColumn("reason", F.concat(F.lit(DUPLICATE_RULE.reason + " (event_key "), F.col("event_key"), F.lit(")")))
             .select(*_quarantine_columns()))
+
+
+_NUMBERED = list(dict.fromkeys([*SILVER_EVENTS.column_names, "value", "value_text", "topic", "partition", "offset",
+                                "failed_rules", "reason", "ingested_at"]))
