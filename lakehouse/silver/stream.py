@@ -31,7 +31,7 @@ def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -
     # Numbered once and kept, in the few columns both outputs need: otherwise the optimizer
     # pushes the split's filters below the parsing and evaluates every rule (and the JSON
     # parse) hundreds of times per row, and ranks the events once per output.
-    numbered = T.number_copies(judged).localCheckpoint()
+    numbered = T.number_copies(judged).persist()
     first, copies = T.first_per_event(numbered)
     if known_keys is not None:
         # Only the known keys this batch has: a (broadcast) semi join on the batch's keys while
