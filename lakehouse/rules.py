@@ -2,7 +2,8 @@
 
 **Silver rules** (``RULES``): name, stage, check, reason, policy. Each check is a Spark SQL
 predicate over the columns that ``silver.transforms.parse`` adds (``v`` is the message
-parsed as a VARIANT, ``fmt`` its detected format). A record fails a rule when the predicate
+parsed as a VARIANT, ``fmt`` its detected format, ``json_type_<field>`` a field's JSON type,
+read once per record). A record fails a rule when the predicate
 is false or null. Content rules let a missing value pass: a missing field is reported
 once, by ``required_fields``. Rules run in stages: a record that fails a stage is judged on
 that stage alone (a message that is not JSON is not also reported as missing every field).
@@ -164,8 +165,9 @@ class Rule:
             object.__setattr__(self, "check", self.check.predicate or "")
 
 
-def _type(field_name: str) -> str:
-    return f"schema_of_variant(variant_get(v, '$.{field_name}', 'variant'))"
+def json_type(field_name: str) -> str:
+    """The column ``silver.transforms.parse`` adds with the field's JSON type (null: missing)."""
+    return f"json_type_{field_name}"
 
 
 _INTEGER = "('TINYINT', 'SMALLINT', 'INT', 'BIGINT')"
@@ -181,7 +183,7 @@ SILVER_REQUIRED = ("event_key", "event_id", "server_type", "country_code", "city
 
 def _typed(field_name: str, types: str) -> str:
     """A missing field is the business of required_fields, not of this check."""
-    return f"(variant_get(v, '$.{field_name}', 'variant') IS NULL OR {_type(field_name)} IN {types})"
+    return f"({json_type(field_name)} IS NULL OR {json_type(field_name)} IN {types})"
 
 
 def _strings_typed(fields: tuple[str, ...]) -> str:
@@ -192,7 +194,9 @@ RULES: tuple[Rule, ...] = (
     Rule("valid_utf8", 1, "is_valid_utf8(CAST(value AS STRING))", "payload is not valid UTF-8"),
     Rule("message_size", 1, f"octet_length(value) <= {MAX_MESSAGE_BYTES}",
          f"payload is larger than {MAX_MESSAGE_BYTES} bytes"),
-    Rule("json_object", 2, "v IS NOT NULL AND schema_of_variant(v) LIKE 'OBJECT%'",
+    # A message in a known format is an object (a field was found in it): only the others need
+    # the schema of the whole value.
+    Rule("json_object", 2, "v IS NOT NULL AND (fmt IS NOT NULL OR schema_of_variant(v) LIKE 'OBJECT%')",
          "payload is not a JSON object (malformed or truncated)"),
     Rule("known_format", 3, "fmt IS NOT NULL", "neither a v1 nor an original-format message",
          expect=(not_null("source_format"), in_set("source_format", ("v1", "seed")))),
@@ -205,8 +209,8 @@ RULES: tuple[Rule, ...] = (
          "a field has the wrong JSON type"),
     Rule("schema_version", 4, f"fmt = 'seed' OR try_variant_get(v, '$.schema_version', 'int') = {V1_SCHEMA_VERSION}",
          f"v1 message with a schema_version other than {V1_SCHEMA_VERSION}"),
-    Rule("event_time_valid", 4, f"event_time IS NOT NULL OR NOT ({_type('event_time')} <=> 'STRING' "
-                               f"OR {_type('event_datetime')} <=> 'STRING')",
+    Rule("event_time_valid", 4, f"event_time IS NOT NULL OR NOT ({json_type('event_time')} <=> 'STRING' "
+                               f"OR {json_type('event_datetime')} <=> 'STRING')",
          "event time cannot be parsed"),
     Rule("event_time_not_future", 4,
          f"event_time IS NULL OR event_time <= ingested_at + CASE fmt WHEN 'seed' THEN "

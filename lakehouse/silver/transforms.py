@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from lakehouse.contracts import SEED_DATETIME_FORMAT, V1_REQUIRED
-from lakehouse.rules import DUPLICATE_RULE, MAX_MESSAGE_BYTES, RULES, Rule
+from lakehouse.rules import DUPLICATE_RULE, MAX_MESSAGE_BYTES, RULES, Rule, json_type
 from lakehouse.tables import SILVER_EVENTS
 
 SEED_REQUIRED = (
@@ -19,6 +19,9 @@ SEED_REQUIRED = (
     "event_country_name", "event_city_name", "event_estimated_issue_resolution_time", "event_id",
 )
 QUARANTINE_TEXT_LIMIT = 4096
+# JSON fields whose type parse reads once per record, as ``json_type_<field>``: silver's
+# fields and the rules (required_fields, field_types) use it, rather than each reading it again.
+TYPED_FIELDS = tuple(dict.fromkeys((*V1_REQUIRED, *SEED_REQUIRED)))
 
 
 _JSON_TYPES = {"string": "('STRING')", "int": "('TINYINT', 'SMALLINT', 'INT', 'BIGINT')", "timestamp": "('STRING')"}
@@ -27,12 +30,11 @@ _JSON_TYPES = {"string": "('STRING')", "int": "('TINYINT', 'SMALLINT', 'INT', 'B
 def _get(path: str, typ: str = "string") -> str:
     """The field as ``typ`` only when its JSON type is right (a number is not read as a string,
     nor an array as text): a wrongly typed field is null here and caught by ``field_types``."""
-    return (f"CASE WHEN schema_of_variant(variant_get(v, '$.{path}', 'variant')) IN {_JSON_TYPES[typ]} "
-            f"THEN try_variant_get(v, '$.{path}', '{typ}') END")
+    return f"CASE WHEN {json_type(path)} IN {_JSON_TYPES[typ]} THEN try_variant_get(v, '$.{path}', '{typ}') END"
 
 
 def _missing(fields: tuple[str, ...]) -> str:
-    items = ", ".join(f"CASE WHEN variant_get(v, '$.{f}', 'variant') IS NULL THEN '{f}' END" for f in fields)
+    items = ", ".join(f"CASE WHEN {json_type(f)} IS NULL THEN '{f}' END" for f in fields)
     return f"filter(array({items}), x -> x IS NOT NULL)"
 
 
@@ -41,7 +43,9 @@ def _by_format(v1: str, seed: str) -> F.Column:
 
 
 def parse(bronze: DataFrame, *, seed_timezone: str = "UTC", late_after: str = "1 HOUR") -> DataFrame:
-    """Bronze rows -> the same rows plus ``v`` (VARIANT), ``fmt`` and the clean event fields.
+    """Bronze rows -> the same rows plus ``v`` (VARIANT), ``fmt``, the clean event fields, and
+    ``json_type_<field>`` for each of ``TYPED_FIELDS`` (its JSON type, ``VOID`` for a JSON null,
+    null when the field is missing).
 
     The format is detected per record: v1 carries ``schema_version``, the original
     project's messages carry ``event_server_status_color_name_severity_level``. Original
@@ -53,9 +57,11 @@ def parse(bronze: DataFrame, *, seed_timezone: str = "UTC", late_after: str = "1
         bronze
         .withColumn("v", F.expr(f"CASE WHEN octet_length(value) <= {MAX_MESSAGE_BYTES} "
                                 f"AND is_valid_utf8(CAST(value AS STRING)) THEN try_parse_json(CAST(value AS STRING)) END"))
+        .withColumns({json_type(f): F.expr(f"schema_of_variant(variant_get(v, '$.{f}', 'variant'))")
+                      for f in TYPED_FIELDS})
         .withColumn("fmt", F.expr(
-            "CASE WHEN variant_get(v, '$.schema_version', 'variant') IS NOT NULL THEN 'v1' "
-            "WHEN variant_get(v, '$.event_server_status_color_name_severity_level', 'variant') IS NOT NULL THEN 'seed' END"))
+            f"CASE WHEN {json_type('schema_version')} IS NOT NULL THEN 'v1' "
+            f"WHEN {json_type('event_server_status_color_name_severity_level')} IS NOT NULL THEN 'seed' END"))
         .withColumn("missing_fields", _by_format(_missing(V1_REQUIRED), _missing(SEED_REQUIRED)))
         .withColumn("event_id", F.expr(_get("event_id")))
         .withColumn("server_id", _by_format(_get("server_id"), "CAST(NULL AS STRING)"))
