@@ -127,6 +127,24 @@ def test_duplicates_keep_the_first_copy_and_quarantine_the_rest(spark):
     assert [(r["offset"], r["failed_rules"]) for r in dup] == [(2, ["unique_event"])]
 
 
+def test_split_quarantines_every_copy_and_bad_record_with_its_payload(spark):
+    from lakehouse.settings import get_settings
+    from lakehouse.silver.stream import split
+
+    payloads = [v1(), v1(event_id="e-2"), v1(event_id="e-2"), b"{not json"]
+    known = spark.createDataFrame([("v1:e-1",)], "event_key string")  # e-1 is already in silver
+    fresh, quarantine, kept = split(bronze(spark, payloads), get_settings(), known)
+    try:
+        assert [r["event_key"] for r in fresh.collect()] == ["v1:e-2"]
+        rows = sorted(quarantine.collect(), key=lambda r: r["offset"])
+        assert [(r["offset"], r["failed_rules"]) for r in rows] == [
+            (0, ["unique_event"]), (2, ["unique_event"]), (3, ["json_object"])]
+        assert [bytes(r["value"]) for r in rows] == [payloads[0], payloads[2], payloads[3]]
+        assert [r["value_text"] for r in rows] == [payloads[0].decode(), payloads[2].decode(), payloads[3].decode()]
+    finally:
+        kept.unpersist()
+
+
 def test_valid_events_match_the_declared_silver_schema(spark):
     from lakehouse.tables import SILVER_EVENTS
 

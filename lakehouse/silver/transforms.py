@@ -128,6 +128,7 @@ def _quarantine_columns() -> list:
 
 
 # What silver.events and silver.quarantine take from a judged record.
+_PAYLOAD = ("value", "value_text")
 _NUMBERED = list(dict.fromkeys([*SILVER_EVENTS.column_names, "value", "value_text", "topic", "partition", "offset",
                                 "failed_rules", "reason", "ingested_at"]))
 
@@ -136,15 +137,28 @@ def number_copies(judged: DataFrame) -> DataFrame:
     """The columns silver and its quarantine need, plus ``copy``: 1 for the first record of each
     event (by Kafka position) among those that passed every rule, 2, 3... for its later
     copies, null for records that failed a rule. One sort numbers them all, so silver can keep
-    this frame and split it without ranking twice."""
+    this frame and split it without ranking twice.
+
+    The payload (``value``, ``value_text``) stays only on the rows the quarantine takes (failed
+    rules, later copies): a first copy goes to silver.events, which has no payload, and keeping
+    every record's payload cost about a third of silver's time (measured). A first copy that is
+    quarantined anyway (its event is already in silver) takes it back with ``with_payload``."""
     valid = F.size("failed_rules") == 0
     w = Window.partitionBy(valid, "event_key").orderBy("ingested_at", "topic", "partition", "offset")
-    return judged.select(*_NUMBERED).withColumn("copy", F.when(valid, F.row_number().over(w)))
+    numbered = judged.select(*_NUMBERED).withColumn("copy", F.when(valid, F.row_number().over(w)))
+    quarantinable = F.col("copy").isNull() | (F.col("copy") > 1)
+    return numbered.withColumns({c: F.when(quarantinable, F.col(c)) for c in _PAYLOAD})
 
 
 def first_per_event(numbered: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(first record of each event, its later copies) of ``number_copies`` rows."""
+    """(first record of each event, without its payload; its later copies) of ``number_copies`` rows."""
     return numbered.where("copy = 1"), numbered.where("copy > 1")
+
+
+def with_payload(rows: DataFrame, bronze: DataFrame) -> DataFrame:
+    """``rows`` with their payload again, from the bronze rows they came from (by Kafka position)."""
+    coords = ["topic", "partition", "offset"]
+    return rows.drop(*_PAYLOAD).join(bronze.select(*coords, *_PAYLOAD), coords).select(*rows.columns)
 
 
 def as_duplicates(copies: DataFrame) -> DataFrame:
