@@ -145,7 +145,8 @@ def _session(settings: Settings):
     from lakehouse.spark import get_spark
 
     validate_rules()
-    quality.interval_seconds()  # a bad LAKEHOUSE_DQ_INTERVAL_SECONDS is refused before Spark starts
+    quality.interval_seconds()  # a bad LAKEHOUSE_DQ_* setting is refused before Spark starts
+    quality.sample_rows()
     spark = get_spark("lakehouse-stream", settings)
     quality.compile_rules(spark)
     storage.ensure_tables(spark, settings)

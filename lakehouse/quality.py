@@ -21,7 +21,10 @@ starts, makes one pass every ``LAKEHOUSE_DQ_INTERVAL_SECONDS`` (0: back to back,
 never). A pass reads the rows bronze and silver gained since the last pass through
 ``availableNow`` Delta streams with their own checkpoints (``_checkpoints/dq_bronze``,
 ``_checkpoints/dq_silver``: each row is validated once, a pass after a crash resumes), and
-validates gold when its versions moved. ``lakehouse dq run`` makes one pass by hand. Each
+validates gold when its versions moved. ``lakehouse dq run`` makes one pass by hand. A large
+batch is validated on a random sample of ``LAKEHOUSE_DQ_SAMPLE_ROWS`` rows (the per-row
+views; offset gaps and key uniqueness see every row): silver's rules already judge every row,
+and Great Expectations' one Spark job per expectation would otherwise cost more than silver. Each
 suite runs in two passes (``validate``): every expectation with GX's cheapest result format,
 then in full only those that failed (and those with ``mostly``), for their counts and sample
 rows; the report's Data Docs run every expectation in full.
@@ -55,6 +58,7 @@ import re
 import shutil
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +80,8 @@ log = logging.getLogger(__name__)
 
 INTERVAL_ENV = "LAKEHOUSE_DQ_INTERVAL_SECONDS"
 DEFAULT_INTERVAL = 60.0
+SAMPLE_ENV = "LAKEHOUSE_DQ_SAMPLE_ROWS"
+DEFAULT_SAMPLE = 10_000
 SAMPLES = 3  # sample failing rows kept per expectation
 SAMPLE_TEXT = 200  # characters of a text value kept in a sample
 QUERY_PREFIX = "dq_"  # streaming queries of this module (the pipeline's listener ignores them)
@@ -101,6 +107,9 @@ VIEWS: dict[str, tuple[str, str]] = {
                                                  "in gold.server_state"),
 }
 BRONZE_VIEWS = ("bronze.events", "bronze.partitions")
+# Views of one row per table row, which the monitor validates on a sample of a large batch;
+# the others (offset gaps, key uniqueness) always see every row.
+ROW_VIEWS = ("bronze.events", "silver.events")
 SILVER_VIEWS = ("silver.events", "silver.keys")
 GOLD_VIEWS = ("gold.status_by_location", "gold.status_by_minute", "gold.layer_totals", "gold.open_incidents")
 
@@ -119,6 +128,40 @@ def interval_seconds() -> float | None:
     if value < 0:
         raise ConfigError(f"{INTERVAL_ENV} must be 0 or more (or 'off'), got {raw}")
     return value
+
+
+def sample_rows() -> int:
+    """LAKEHOUSE_DQ_SAMPLE_ROWS: the most rows of a batch the monitor validates per row view
+    (default 10,000; 0: every row)."""
+    raw = (os.environ.get(SAMPLE_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_SAMPLE
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{SAMPLE_ENV}={raw!r} is not a whole number of rows (0: every row)") from None
+    if value < 0:
+        raise ConfigError(f"{SAMPLE_ENV} must be 0 (every row) or more, got {raw}")
+    return value
+
+
+def sampled(df, rows: int, seed: int) -> tuple:
+    """(at most ``rows`` rows of ``df`` drawn at random, or ``df`` itself; the rows ``df`` has,
+    when it was sampled)."""
+    if not rows:
+        return df, None
+    total = df.count()
+    if total <= rows:
+        return df, None
+    return df.sample(fraction=min(1.0, 1.1 * rows / total), seed=seed).limit(rows), total
+
+
+def _mark_sampled(rows: list[dict], total: int) -> None:
+    """Say in each result's observed value that it counts a sample of ``total`` rows."""
+    for row in rows:
+        observed = json.loads(row["observed_value"]) if row.get("observed_value") else None
+        if isinstance(observed, dict):
+            row["observed_value"] = json.dumps({**observed, "sampled_from": total})
 
 
 def current_rules() -> tuple[Rule, ...]:
@@ -628,6 +671,7 @@ class QualityRunner:
         self.last_gold: tuple | None = None
         self.last_quarantine_version: int | None = None
         self.failures: dict[str, int] = {}  # consecutive failures of a data-quality stream
+        self.sample = sample_rows()
         self.stopping = threading.Event()
 
     # PostgreSQL ---------------------------------------------------------------------------
@@ -681,7 +725,7 @@ class QualityRunner:
             spark = df.sparkSession
             writer = storage.query_id(spark, self.settings, query)
             info = {"table_name": table, "batch_id": batch_id, "delta_version": storage.version(spark, self.settings, table)}
-            rows = self.validate_batch(spark, table, df, info=info, key=f"{writer}/{batch_id}")
+            rows = self.validate_batch(spark, table, df, info=info, key=f"{writer}/{batch_id}", sample=self.sample)
             write_results(spark, self.settings, rows, f"{writer}", batch_id)
             self.pending += rows
             written[0] += len(rows)
@@ -713,23 +757,34 @@ class QualityRunner:
         return written[0]
 
     def validate_batch(self, spark, table: str, df, *, info: dict, key: str, ctx=None,
-                       escape: bool = False, run_name: str | None = None) -> list[dict]:
-        """Every suite of ``table`` on a batch of its rows (new rows, or the whole table for the report)."""
+                       escape: bool = False, run_name: str | None = None, sample: int = 0) -> list[dict]:
+        """Every suite of ``table`` on a batch of its rows (new rows, or the whole table for the report).
+
+        With ``sample``, the row views see at most that many of the batch's rows, drawn at random
+        (the same ones when the batch is validated again): Great Expectations runs about one Spark
+        job per expectation, so a pass over every row costs more than silver itself (measured),
+        while silver's rules already judge every row. Each result's observed value then says
+        ``sampled_from``: the rows of the batch."""
         ctx = ctx or _context()
         rows: list[dict] = []
+        some, total = sampled(df, sample, zlib.crc32(key.encode()))
         for view in (BRONZE_VIEWS if table == BRONZE_EVENTS.name else SILVER_VIEWS):
             items = suite_items(view)
+            source = some if view in ROW_VIEWS else df
             try:
-                frame, unavailable = view_frame(spark, self.settings, view, df)
+                frame, unavailable = view_frame(spark, self.settings, view, source)
                 frame = (html_escaped(frame) if escape else frame).persist()
             except Exception as e:  # noqa: BLE001 - the view itself cannot be computed (schema change)
                 frame, unavailable = None, {e2.label: _first_line(e) for _, e2 in items}
             try:
-                rows += validate(ctx, view, frame, items, info={**info, "validation_id": f"{view}/{key}"},
-                                 unavailable=unavailable, run_name=run_name, in_two_passes=not escape)
+                done = validate(ctx, view, frame, items, info={**info, "validation_id": f"{view}/{key}"},
+                                unavailable=unavailable, run_name=run_name, in_two_passes=not escape)
             finally:
                 if frame is not None:
                     frame.unpersist()
+            if source is not df:
+                _mark_sampled(done, total)
+            rows += done
         return rows
 
     def _gold(self) -> int:
@@ -1044,7 +1099,8 @@ def _observed_text(observed: str | None) -> str:
     except ValueError:
         return observed or ""
     if isinstance(value, dict) and {"unexpected_count", "element_count"} <= set(value):
-        return f"{value['unexpected_count']} of {value['element_count']} rows"
+        text = f"{value['unexpected_count']} of {value['element_count']} rows"
+        return text + (f" (a sample of {value['sampled_from']})" if value.get("sampled_from") else "")
     return "" if value is None else f"observed {json.dumps(value)}"
 
 

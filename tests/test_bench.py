@@ -20,7 +20,7 @@ NUMBERS = [
     "pipeline.sync.seconds", "pipeline.sync.events_per_s",
     "pipeline.whole.events_per_s", "pipeline.whole.fraction_of_ceiling", "pipeline.whole_with_sync.fraction_of_ceiling",
     *(f"quality_overhead.{k}" for k in ("without_events_per_s", "with_events_per_s", "with_rules_only_events_per_s",
-                                        "expectations_seconds", "cost", "rules_cost")),
+                                        "expectations_seconds", "monitor_share", "cost", "rules_cost")),
     "baseline_catch_up.events_per_s", "baseline_catch_up.fraction_of_ceiling",
     *(f"baseline_freshness.{t}.{p}" for t in ("long_trigger", "short_trigger") for p in ("p50", "p95", "p99")),
     "baseline_freshness.double_count.ratio", "baseline_freshness.double_count.sum_of_appended_rows",

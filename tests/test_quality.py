@@ -126,6 +126,28 @@ def test_offset_gaps_within_a_batch_are_caught(spark):
     assert (sample["first_offset"], sample["last_offset"], sample["missing_offsets"]) == (0, 5, 1)
 
 
+def test_a_large_batch_is_validated_on_a_sample_that_says_so_while_offset_gaps_see_every_row(spark, monkeypatch):
+    monkeypatch.setenv(quality.SAMPLE_ENV, "5")
+    runner = quality.QualityRunner(spark, get_settings(), postgres=False)
+    assert runner.sample == 5
+    batch = bronze(spark, [v1(event_id=f"e-{i}") for i in range(30)] + [b"{broken"]).where("offset != 12")
+    rows = by_label(runner.validate_batch(spark, "bronze.events", batch, info={}, key="k", sample=runner.sample))
+    per_row = rows[("kafka_coordinates", "ExpectColumnValuesToNotBeNull(topic)")]
+    assert per_row["success"] is True and per_row["element_count"] == 5
+    assert json.loads(per_row["observed_value"])["sampled_from"] == 30
+    assert quality._observed_text(per_row["observed_value"]) == "0 of 5 rows (a sample of 30)"
+    gap = rows[("offsets_contiguous", "ExpectColumnValuesToBeBetween(missing_offsets)")]
+    assert gap["success"] is False and "sampled_from" not in (gap["observed_value"] or "")
+    again = by_label(runner.validate_batch(spark, "bronze.events", batch, info={}, key="k", sample=runner.sample))
+    assert again[("valid_utf8", "ExpectColumnValuesToBeInSet(rule_valid_utf8)")]["element_count"] == 5
+    whole = by_label(runner.validate_batch(spark, "bronze.events", batch, info={}, key="k"))
+    assert whole[("json_object", "ExpectColumnValuesToBeInSet(rule_json_object)")]["unexpected_count"] == 1
+    for raw in ("-1", "ten"):
+        monkeypatch.setenv(quality.SAMPLE_ENV, raw)
+        with pytest.raises(ConfigError, match=quality.SAMPLE_ENV):
+            quality.sample_rows()
+
+
 # --- silver: the rules' expectations on clean rows -------------------------------------------------
 
 def silver_rows(spark, changes: list[dict]):

@@ -40,10 +40,11 @@
       return Object.keys(r).map(function (k) { return k + "=" + text(r[k]); }).join("  ");
     }).join("\n"));
   }
-  /* Map expectations observe "n of m rows"; the others their own value. */
+  /* Map expectations observe "n of m rows" (of a sample of the batch, when it was large); the others their own value. */
   function observed(value) {
     if (value && typeof value === "object" && "unexpected_count" in value && "element_count" in value) {
-      return D.fmtInt(value.unexpected_count) + " of " + D.fmtInt(value.element_count) + " rows";
+      return D.fmtInt(value.unexpected_count) + " of " + D.fmtInt(value.element_count) + " rows" +
+        (value.sampled_from ? " (a sample of " + D.fmtInt(value.sampled_from) + ")" : "");
     }
     return text(value);
   }
