@@ -37,9 +37,9 @@ def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -
         # Only the known keys this batch has: a (broadcast) semi join on the batch's keys while
         # reading silver, rather than shuffling every key of the horizon to join the batch.
         seen = known_keys.join(first.select("event_key"), "event_key", "left_semi")
-        copies = copies.unionByName(T.with_payload(first.join(seen, "event_key", "left_semi"), bronze))
+        copies = copies.unionByName(first.join(seen, "event_key", "left_semi"))
         first = first.join(seen, "event_key", "left_anti")
-    quarantine = T.quarantined(numbered).unionByName(T.as_duplicates(copies))
+    quarantine = T.quarantined(numbered).unionByName(T.as_duplicates(T.with_payload(copies, bronze)))
     return T.valid_events(first), quarantine, numbered
 
 

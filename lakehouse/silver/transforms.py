@@ -139,30 +139,32 @@ def number_copies(judged: DataFrame) -> DataFrame:
     copies, null for records that failed a rule. One sort numbers them all, so silver can keep
     this frame and split it without ranking twice.
 
-    The payload (``value``, ``value_text``) stays only on the rows the quarantine takes (failed
-    rules, later copies): a first copy goes to silver.events, which has no payload, and caching
-    every record's payload cost ~1.9 of 10.5 s at 200,000 events (measured). A first copy that is
-    quarantined anyway (its event is already in silver) takes it back with ``with_payload``."""
+    The payload (``value``, ``value_text``) stays only on the records that failed a rule: the
+    others go to silver.events, which has no payload, but for the rare copies of an event,
+    which take it back from bronze with ``with_payload``. Sorting and caching every record's
+    payload cost more than all the rules together (measured)."""
     valid = F.size("failed_rules") == 0
     w = Window.partitionBy(valid, "event_key").orderBy("ingested_at", "topic", "partition", "offset")
-    numbered = judged.select(*_NUMBERED).withColumn("copy", F.when(valid, F.row_number().over(w)))
-    quarantinable = F.col("copy").isNull() | (F.col("copy") > 1)
-    return numbered.withColumns({c: F.when(quarantinable, F.col(c)) for c in _PAYLOAD})
+    return (judged.select(*_NUMBERED)
+            .withColumns({c: F.when(~valid, F.col(c)) for c in _PAYLOAD})
+            .withColumn("copy", F.when(valid, F.row_number().over(w))))
 
 
 def first_per_event(numbered: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(first record of each event, without its payload; its later copies) of ``number_copies`` rows."""
+    """(first record of each event, its later copies) of ``number_copies`` rows, without payload."""
     return numbered.where("copy = 1"), numbered.where("copy > 1")
 
 
 def with_payload(rows: DataFrame, bronze: DataFrame) -> DataFrame:
-    """``rows`` with their payload again, from the bronze rows they came from (by Kafka position)."""
+    """``rows`` (few) with their payload again, from the bronze rows they came from (by Kafka position)."""
     coords = ["topic", "partition", "offset"]
-    return rows.drop(*_PAYLOAD).join(bronze.select(*coords, *_PAYLOAD), coords).select(*rows.columns)
+    return (F.broadcast(rows.drop(*_PAYLOAD)).join(bronze.select(*coords, *_PAYLOAD), coords)
+            .select(*rows.columns))
 
 
 def as_duplicates(copies: DataFrame) -> DataFrame:
-    """Later copies of an event -> quarantine rows under the duplicate rule, with their raw payload."""
+    """Later copies of an event (their payload taken back: ``with_payload``) -> quarantine rows
+    under the duplicate rule."""
     return (copies
             .withColumn("failed_rules", F.array(F.lit(DUPLICATE_RULE.name)))
             .withColumn("reason", F.concat(F.lit(DUPLICATE_RULE.reason + " (event_key "), F.col("event_key"), F.lit(")")))
