@@ -35,8 +35,9 @@ def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -
     first, copies = T.first_per_event(numbered)
     if known_keys is not None:
         # Only the known keys this batch has: a (broadcast) semi join on the batch's keys while
-        # reading silver, rather than shuffling every key of the horizon to join the batch.
-        seen = known_keys.join(first.select("event_key"), "event_key", "left_semi")
+        # reading silver, rather than shuffling every key of the horizon to join the batch. Read
+        # once: both outputs and the copies' payload use them.
+        seen = known_keys.join(first.select("event_key"), "event_key", "left_semi").localCheckpoint()
         copies = copies.unionByName(first.join(seen, "event_key", "left_semi"))
         first = first.join(seen, "event_key", "left_anti")
     quarantine = T.quarantined(numbered).unionByName(T.as_duplicates(T.with_payload(copies, bronze)))

@@ -156,10 +156,12 @@ def first_per_event(numbered: DataFrame) -> tuple[DataFrame, DataFrame]:
 
 
 def with_payload(rows: DataFrame, bronze: DataFrame) -> DataFrame:
-    """``rows`` (few) with their payload again, from the bronze rows they came from (by Kafka position)."""
+    """``rows`` (few) with their payload again, from the bronze rows they came from (by Kafka
+    position). Only their positions are broadcast to pick those bronze rows, so the bronze
+    payloads are not shuffled, and a replay with millions of copies still fits."""
     coords = ["topic", "partition", "offset"]
-    return (F.broadcast(rows.drop(*_PAYLOAD)).join(bronze.select(*coords, *_PAYLOAD), coords)
-            .select(*rows.columns))
+    payload = bronze.select(*coords, *_PAYLOAD).join(F.broadcast(rows.select(*coords)), coords, "left_semi")
+    return rows.drop(*_PAYLOAD).join(payload, coords).select(*rows.columns)
 
 
 def as_duplicates(copies: DataFrame) -> DataFrame:
