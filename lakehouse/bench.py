@@ -1573,7 +1573,7 @@ def goals(r: dict) -> list[dict]:
                     "met": q["cost"] <= GOAL_CHECKS_COST,
                     "where": f"silver without checks {q['without_seconds']:.1f} s, with the row rules "
                              f"{q['rules_seconds']:.1f} s; a Great Expectations pass over the same rows "
-                             f"(a sample of {q['sample_rows']:,} per row suite) {q['expectations_seconds']:.1f} s "
+                             f"(a sample of {q['sample_rows']:,} rows) {q['expectations_seconds']:.1f} s "
                              f"using {q['expectations_cpu_seconds']:.1f} CPU s, then a wait of "
                              f"{q['monitor_wait_seconds']} s in `lakehouse stream`: {q['monitor_share']:.0%} of "
                              f"the machine"})
@@ -1815,8 +1815,8 @@ absolute numbers move from run to run, the ratios much less.
   keep every parsed record), with the row-level rules (silver's own split into valid and
   quarantined rows), then slowed by the data-quality monitor, which `lakehouse stream` runs in
   a thread of its own. One monitor pass is timed: the bronze and silver suites over the same
-  rows as one interval's new rows, the per-row suites on a sample of `LAKEHOUSE_DQ_SAMPLE_ROWS`
-  as the monitor draws it (offset gaps and key uniqueness on every row), and the gold suites.
+  rows as one interval's new rows, the per-row suites and key uniqueness on a sample of
+  `LAKEHOUSE_DQ_SAMPLE_ROWS` as the monitor draws it (offset gaps on every row), and the gold suites.
   The monitor makes a pass, then waits `LAKEHOUSE_DQ_INTERVAL_SECONDS`, so it takes the pass's
   CPU seconds (of this process and Spark's JVM) out of (pass + wait) x cores; silver with
   checks runs at its rate with the rules times the rest. The cost is

@@ -22,8 +22,9 @@ never). A pass reads the rows bronze and silver gained since the last pass throu
 ``availableNow`` Delta streams with their own checkpoints (``_checkpoints/dq_bronze``,
 ``_checkpoints/dq_silver``: each row is validated once, a pass after a crash resumes), and
 validates gold when its versions moved. ``lakehouse dq run`` makes one pass by hand. A large
-batch is validated on a random sample of ``LAKEHOUSE_DQ_SAMPLE_ROWS`` rows (the per-row
-views; offset gaps and key uniqueness see every row): silver's rules already judge every row,
+batch is validated on a random sample of ``LAKEHOUSE_DQ_SAMPLE_ROWS`` rows (key uniqueness
+on the sampled keys against the whole table; offset gaps see every row): silver's rules and
+de-duplication already judge every row,
 and Great Expectations' one Spark job per expectation would otherwise cost more than silver. Each
 suite runs in two passes (``validate``): every expectation with GX's cheapest result format,
 then in full only those that failed (and those with ``mostly``), for their counts and sample
@@ -107,9 +108,9 @@ VIEWS: dict[str, tuple[str, str]] = {
                                                  "in gold.server_state"),
 }
 BRONZE_VIEWS = ("bronze.events", "bronze.partitions")
-# Views of one row per table row, which the monitor validates on a sample of a large batch;
-# the others (offset gaps, key uniqueness) always see every row.
-ROW_VIEWS = ("bronze.events", "silver.events")
+# Views the monitor computes from a sample of a large batch (silver.keys: the sampled rows'
+# keys against the whole table); offset gaps need every row of the batch.
+SAMPLED_VIEWS = ("bronze.events", "silver.events", "silver.keys")
 SILVER_VIEWS = ("silver.events", "silver.keys")
 GOLD_VIEWS = ("gold.status_by_location", "gold.status_by_minute", "gold.layer_totals", "gold.open_incidents")
 
@@ -760,7 +761,7 @@ class QualityRunner:
                        escape: bool = False, run_name: str | None = None, sample: int = 0) -> list[dict]:
         """Every suite of ``table`` on a batch of its rows (new rows, or the whole table for the report).
 
-        With ``sample``, the row views see at most that many of the batch's rows, drawn at random
+        With ``sample``, the ``SAMPLED_VIEWS`` see at most that many of the batch's rows, drawn at random
         (the same ones when the batch is validated again): Great Expectations runs about one Spark
         job per expectation, so a pass over every row costs more than silver itself (measured),
         while silver's rules already judge every row. Each result's observed value then says
@@ -770,7 +771,7 @@ class QualityRunner:
         some, total = sampled(df, sample, zlib.crc32(key.encode()))
         for view in (BRONZE_VIEWS if table == BRONZE_EVENTS.name else SILVER_VIEWS):
             items = suite_items(view)
-            source = some if view in ROW_VIEWS else df
+            source = some if view in SAMPLED_VIEWS else df
             try:
                 frame, unavailable = view_frame(spark, self.settings, view, source)
                 frame = (html_escaped(frame) if escape else frame).persist()
