@@ -40,6 +40,7 @@ import os
 import platform
 import queue
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -1929,6 +1930,8 @@ def run_bench(mode: str, out_dir: Path, docs: Path) -> tuple[int, dict]:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    # Stopped by SIGTERM as by Ctrl-C: the private stack is torn down on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     out = args.out.resolve()
     docs = out / "benchmarks.md" if mode == "tiny" else REPO_ROOT / "docs" / "benchmarks.md"
