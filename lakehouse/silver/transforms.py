@@ -142,7 +142,7 @@ def number_copies(judged: DataFrame) -> DataFrame:
     The payload (``value``, ``value_text``) stays only on the records that failed a rule: the
     others go to silver.events, which has no payload, but for the rare copies of an event,
     which take it back from bronze with ``with_payload``. Sorting and caching every record's
-    payload cost more than all the rules together (measured)."""
+    payload cost ~1.9 of 10.5 s per 200,000 events (measured, caching alone)."""
     valid = F.size("failed_rules") == 0
     w = Window.partitionBy(valid, "event_key").orderBy("ingested_at", "topic", "partition", "offset")
     return (judged.select(*_NUMBERED)
