@@ -19,9 +19,7 @@ from pyspark.sql import functions as F
 from lakehouse import quality, storage
 from lakehouse.settings import Settings
 from lakehouse.silver import transforms as T
-from lakehouse.tables import KAFKA_COORDINATES, SILVER_EVENTS, SILVER_QUARANTINE
-
-COORDS = [name for name, _, _ in KAFKA_COORDINATES]
+from lakehouse.tables import SILVER_EVENTS, SILVER_QUARANTINE
 
 
 def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -> tuple[DataFrame, DataFrame, DataFrame]:
@@ -51,7 +49,7 @@ def known_keys(spark: SparkSession, settings: Settings, batch: DataFrame | None 
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.dedup_horizon_hours)
     silver = storage.read(spark, settings, SILVER_EVENTS.name).where(F.col("ingested_at") >= F.lit(cutoff))
     if batch is not None:  # no broadcast hint: a catch-up batch after an outage can hold millions of rows
-        silver = silver.join(batch.select(*COORDS), COORDS, "left_anti")
+        silver = silver.join(batch.select(*T.COORDS), T.COORDS, "left_anti")
     return silver.select("event_key")
 
 

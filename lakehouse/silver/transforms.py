@@ -12,13 +12,14 @@ from pyspark.sql.window import Window
 
 from lakehouse.contracts import SEED_DATETIME_FORMAT, V1_REQUIRED
 from lakehouse.rules import DUPLICATE_RULE, MAX_MESSAGE_BYTES, RULES, Rule, json_type
-from lakehouse.tables import SILVER_EVENTS
+from lakehouse.tables import KAFKA_COORDINATES, SILVER_EVENTS
 
 SEED_REQUIRED = (
     "event_server_status_color_name_severity_level", "event_datetime", "event_server_type", "event_country_code",
     "event_country_name", "event_city_name", "event_estimated_issue_resolution_time", "event_id",
 )
 QUARANTINE_TEXT_LIMIT = 4096
+COORDS = [name for name, _, _ in KAFKA_COORDINATES]  # a record's Kafka position: topic, partition, offset
 # JSON fields whose type parse reads once per record, as ``json_type_<field>``: silver's
 # fields and the rules (required_fields, field_types) use it, rather than each reading it again.
 TYPED_FIELDS = tuple(dict.fromkeys((*V1_REQUIRED, *SEED_REQUIRED)))
@@ -129,8 +130,8 @@ def _quarantine_columns() -> list:
 
 # What silver.events and silver.quarantine take from a judged record.
 _PAYLOAD = ("value", "value_text")
-_NUMBERED = list(dict.fromkeys([*SILVER_EVENTS.column_names, "value", "value_text", "topic", "partition", "offset",
-                                "failed_rules", "reason", "ingested_at"]))
+_NUMBERED = list(dict.fromkeys([*SILVER_EVENTS.column_names, *_PAYLOAD, *COORDS, "failed_rules", "reason",
+                                "ingested_at"]))
 
 
 def number_copies(judged: DataFrame) -> DataFrame:
@@ -159,9 +160,8 @@ def with_payload(rows: DataFrame, bronze: DataFrame) -> DataFrame:
     """``rows`` (few) with their payload again, from the bronze rows they came from (by Kafka
     position). Only their positions are broadcast to pick those bronze rows, so the bronze
     payloads are not shuffled, and a replay with millions of copies still fits."""
-    coords = ["topic", "partition", "offset"]
-    payload = bronze.select(*coords, *_PAYLOAD).join(F.broadcast(rows.select(*coords)), coords, "left_semi")
-    return rows.drop(*_PAYLOAD).join(payload, coords).select(*rows.columns)
+    payload = bronze.select(*COORDS, *_PAYLOAD).join(F.broadcast(rows.select(*COORDS)), COORDS, "left_semi")
+    return rows.drop(*_PAYLOAD).join(payload, COORDS).select(*rows.columns)
 
 
 def as_duplicates(copies: DataFrame) -> DataFrame:
