@@ -148,13 +148,14 @@ def sample_rows() -> int:
 
 def sampled(df, rows: int, seed: int) -> tuple:
     """(at most ``rows`` rows of ``df`` drawn at random, or ``df`` itself; the rows ``df`` has,
-    when it was sampled)."""
+    when it was sampled: the caller then unpersists the sample)."""
     if not rows:
         return df, None
     total = df.count()
     if total <= rows:
         return df, None
-    return df.sample(fraction=min(1.0, 1.1 * rows / total), seed=seed).limit(rows), total
+    # kept: the views that use it see the same rows, drawn once
+    return df.sample(fraction=min(1.0, 1.1 * rows / total), seed=seed).limit(rows).persist(), total
 
 
 def _mark_sampled(rows: list[dict], total: int) -> None:
@@ -769,23 +770,27 @@ class QualityRunner:
         ctx = ctx or _context()
         rows: list[dict] = []
         some, total = sampled(df, sample, zlib.crc32(key.encode()))
-        for view in (BRONZE_VIEWS if table == BRONZE_EVENTS.name else SILVER_VIEWS):
-            items = suite_items(view)
-            source = some if view in SAMPLED_VIEWS else df
-            try:
-                frame, unavailable = view_frame(spark, self.settings, view, source)
-                frame = (html_escaped(frame) if escape else frame).persist()
-            except Exception as e:  # noqa: BLE001 - the view itself cannot be computed (schema change)
-                frame, unavailable = None, {e2.label: _first_line(e) for _, e2 in items}
-            try:
-                done = validate(ctx, view, frame, items, info={**info, "validation_id": f"{view}/{key}"},
-                                unavailable=unavailable, run_name=run_name, in_two_passes=not escape)
-            finally:
-                if frame is not None:
-                    frame.unpersist()
-            if source is not df:
-                _mark_sampled(done, total)
-            rows += done
+        try:
+            for view in (BRONZE_VIEWS if table == BRONZE_EVENTS.name else SILVER_VIEWS):
+                items = suite_items(view)
+                source = some if view in SAMPLED_VIEWS else df
+                try:
+                    frame, unavailable = view_frame(spark, self.settings, view, source)
+                    frame = (html_escaped(frame) if escape else frame).persist()
+                except Exception as e:  # noqa: BLE001 - the view itself cannot be computed (schema change)
+                    frame, unavailable = None, {e2.label: _first_line(e) for _, e2 in items}
+                try:
+                    done = validate(ctx, view, frame, items, info={**info, "validation_id": f"{view}/{key}"},
+                                    unavailable=unavailable, run_name=run_name, in_two_passes=not escape)
+                finally:
+                    if frame is not None:
+                        frame.unpersist()
+                if source is not df:
+                    _mark_sampled(done, total)
+                rows += done
+        finally:
+            if total is not None:
+                some.unpersist()
         return rows
 
     def _gold(self) -> int:
