@@ -492,7 +492,7 @@ def kafka_stream(spark, settings: Settings, topic: str, starting: str = "earlies
 class Steps:
     """Times the steps inside silver's and gold's micro-batches by wrapping, in this process only,
     the functions they call: ``process_batch`` of each, silver's appends (``storage.append_once``)
-    and gold's MERGEs (``gold.stream._merge``). Restored on exit; a function that is not there is
+    and gold's MERGEs (``storage.merge_once``). Restored on exit; a function that is not there is
     simply not timed."""
 
     def __init__(self):
@@ -523,7 +523,7 @@ class Steps:
         self._wrap(gold, "process_batch", lambda a: ("gold", "batch"))
         self._wrap(storage, "append_once", lambda a: (str(a[2]).split(".")[0], f"append {a[2]}") if len(a) > 2
                    else ("silver", "append"))
-        self._wrap(gold, "_merge", lambda a: ("gold", f"merge {getattr(a[2], 'name', '?')}" if len(a) > 2 else "merge"))
+        self._wrap(storage, "merge_once", lambda a: ("gold", f"merge {getattr(a[2], 'name', '?')}" if len(a) > 2 else "merge"))
         return self
 
     def __exit__(self, *exc):

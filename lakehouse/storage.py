@@ -5,7 +5,8 @@ Spark re-runs a batch after a crash, Delta sees the id already committed and ski
 write. The application id names the table and the streaming query's id, which lives in
 its checkpoint: batch ids start again at 0 with a new checkpoint (after a replay), and so
 does the application id. Appends use the writer options ``txnAppId``/``txnVersion``; MERGE uses the session
-settings of the same name, set on the micro-batch's own session (one per streaming query).
+settings of the same name, set on the micro-batch's own session (one per streaming query),
+or, for gold's small upserts on a local disk, delta-rs's commit properties (``merge_once``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,57 @@ def once(spark: SparkSession, name: str, writer: str, batch_id: int, conf: dict[
             spark.conf.unset(key)
 
 
+MERGE_CONF = {
+    # MERGE's sources here are materialized or computed from a checkpointed batch: deterministic,
+    # so Delta need not copy them first (its default copies every source that is not a table scan).
+    "spark.databricks.delta.merge.materializeSource": "none",
+}
+
+
+def is_local(location: str) -> bool:
+    return "://" not in location.replace("file://", "", 1)
+
+
+def _local(location: str) -> str:
+    return location.removeprefix("file://").removeprefix("file:")
+
+
+def merge_once(source: DataFrame, settings: Settings, table: Table, writer: str, batch_id: int,
+               update: dict[str, str] | None = None) -> None:
+    """Upsert ``source`` into ``table`` on its keys: matched rows get ``update`` (SQL over ``t``,
+    the table, and ``s``, the source; default: every column from ``s``), others are inserted.
+    Skipped if ``writer`` already committed this batch id to the table.
+
+    On a local disk the MERGE is delta-rs's, on the source collected as Arrow: gold's sources
+    are small (a batch's aggregates and touched servers), and a Spark MERGE costs ~1.1 s per
+    commit here whatever its size (measured on a 12-row source, with and without change data
+    feed, optimized writes and auto compaction), against ~0.05 s. Both write the same Delta
+    log (the transaction id included), so either can continue the other's table. Elsewhere
+    (HDFS) it is Spark's MERGE."""
+    location = settings.table_path(table.name)
+    app_id = f"{table.name}/{writer}"
+    on = " AND ".join(f"t.{k} = s.{k}" for k in table.keys)
+    if not is_local(location):
+        from delta.tables import DeltaTable
+
+        merge = DeltaTable.forPath(source.sparkSession, location).alias("t").merge(source.alias("s"), on)
+        merge = merge.whenMatchedUpdate(set=update) if update else merge.whenMatchedUpdateAll()
+        with once(source.sparkSession, table.name, writer, batch_id, MERGE_CONF):
+            merge.whenNotMatchedInsertAll().execute()
+        return
+    from deltalake import DeltaTable
+    from deltalake.transaction import CommitProperties, Transaction
+
+    target = DeltaTable(_local(location))
+    done = target.transaction_version(app_id)
+    if done is not None and done >= batch_id:
+        return
+    merge = target.merge(source.toArrow(), on, source_alias="s", target_alias="t",
+                         commit_properties=CommitProperties(app_transactions=[Transaction(app_id, batch_id)]))
+    merge = merge.when_matched_update(update) if update else merge.when_matched_update_all()
+    merge.when_not_matched_insert_all().execute()
+
+
 def overwrite(df: DataFrame, settings: Settings, name: str) -> None:
     """Replace a table's rows in a new version; older versions stay readable by time travel."""
     df.write.format("delta").mode("overwrite").save(settings.table_path(name))
@@ -84,8 +136,8 @@ def version(spark: SparkSession, settings: Settings, name: str) -> int:
     """The table's latest version: from its log's file names where the table is on a local disk
     (no Spark job: every micro-batch asks), else from Delta's history."""
     location = settings.table_path(name)
-    if "://" not in location.replace("file://", "", 1):
-        log = Path(location.removeprefix("file://").removeprefix("file:")) / "_delta_log"
+    if is_local(location):
+        log = Path(_local(location)) / "_delta_log"
         commits = [int(p.stem) for p in log.glob("*.json") if len(p.stem) == 20 and p.stem.isdigit()]
         if commits:
             return max(commits)

@@ -451,10 +451,12 @@ def change_metrics(operation: str, parameters: dict, metrics: dict) -> dict:
     operationMetrics (None where the operation does not report it)."""
     m = metrics or {}
     out = {"rows_added": None, "rows_removed": None, "rows_updated": None, "files_added": None, "files_removed": None}
-    if operation == "MERGE":
-        out.update(rows_added=_first(m, "numTargetRowsInserted"), rows_updated=_first(m, "numTargetRowsUpdated"),
-                   rows_removed=_first(m, "numTargetRowsDeleted"), files_added=_first(m, "numTargetFilesAdded"),
-                   files_removed=_first(m, "numTargetFilesRemoved"))
+    if operation == "MERGE":  # Spark's names, then delta-rs's (gold's upserts in the stream)
+        out.update(rows_added=_first(m, "numTargetRowsInserted", "num_target_rows_inserted"),
+                   rows_updated=_first(m, "numTargetRowsUpdated", "num_target_rows_updated"),
+                   rows_removed=_first(m, "numTargetRowsDeleted", "num_target_rows_deleted"),
+                   files_added=_first(m, "numTargetFilesAdded", "num_target_files_added"),
+                   files_removed=_first(m, "numTargetFilesRemoved", "num_target_files_removed"))
     elif operation == "RESTORE":
         out.update(files_added=_first(m, "numRestoredFiles"), files_removed=_first(m, "numRemovedFiles"))
     elif operation == "VACUUM END":
@@ -488,8 +490,9 @@ def details(operation: str, parameters: dict, metrics: dict) -> str:
         return f"{hours}{m.get('numFilesToDelete', '?')} files to delete"
     if operation == "OPTIMIZE":
         return "auto compaction" if str(p.get("auto")).lower() == "true" else ""
-    if operation in ("DELETE", "UPDATE", "MERGE") and p.get("predicate"):
-        pred = str(p["predicate"])
+    pred = p.get("predicate") or (p.get("mergePredicate") if operation == "MERGE" else None)  # Spark's, delta-rs's
+    if operation in ("DELETE", "UPDATE", "MERGE") and pred:
+        pred = str(pred)
         return pred if len(pred) <= 60 else pred[:57] + "..."
     if operation == "SET TBLPROPERTIES":
         return str(p.get("properties", ""))

@@ -255,9 +255,33 @@ def test_aggregates_of_two_batches_added_together_equal_the_aggregate_of_all_eve
                 T.status_by_minute(everything))
 
 
+def test_two_batches_merged_into_the_gold_tables_equal_the_tables_rebuilt_from_all_events(spark, tmp_path, monkeypatch):
+    """The stream's upserts (delta-rs MERGEs on a local disk) add up to what replay writes,
+    averages included."""
+    from lakehouse import storage
+    from lakehouse.gold import stream as refine
+    from lakehouse.settings import get_settings
+
+    monkeypatch.setenv("LAKEHOUSE_ROOT", str(tmp_path / "tables"))
+    settings = get_settings()
+    storage.ensure_tables(spark, settings)
+    batch_1 = silver(spark, *BATCH_1).localCheckpoint()
+    batch_2 = silver(spark, *BATCH_2, first_offset=len(BATCH_1)).localCheckpoint()
+    refine.process_batch(batch_1, 0, settings, "writer")
+    refine.process_batch(batch_2, 1, settings, "writer")
+
+    everything = batch_1.unionByName(batch_2)
+    state, incidents = timeline_from_empty(spark, everything)
+    for table, expected in ((GOLD_STATUS_BY_LOCATION, T.status_by_location(everything)),
+                            (GOLD_STATUS_BY_MINUTE, T.status_by_minute(everything)),
+                            (GOLD_SERVER_STATE, state), (GOLD_INCIDENTS, incidents)):
+        assert_same(storage.read(spark, settings, table.name), expected)
+
+
 def test_a_batch_run_again_after_silver_committed_gives_gold_the_same_rows(spark, tmp_path, monkeypatch):
     """A crash between silver's appends and gold's MERGEs: the re-run batch skips the appends
-    (Delta transaction ids) and still hands gold exactly the rows silver committed."""
+    (Delta transaction ids) and still hands gold exactly the rows silver committed; a crash
+    after gold's MERGEs: the re-run changes no gold table."""
     import json
 
     from lakehouse import storage
@@ -287,6 +311,10 @@ def test_a_batch_run_again_after_silver_committed_gives_gold_the_same_rows(spark
     assert (figures["rows_out"], figures["quarantined"], figures["duplicates_dropped"]) == (12, 1, 1)
     again, figures = silver_stream.process_batch(bronze, 0, settings, "writer")  # the re-run
     refine.process_batch(again, 0, settings, "writer")
+    gold = [GOLD_STATUS_BY_LOCATION.name, "gold.status_by_minute", "gold.incidents", GOLD_SERVER_STATE.name]
+    versions = {name: storage.version(spark, settings, name) for name in gold}
+    refine.process_batch(again, 0, settings, "writer")  # a crash after gold committed: its re-run writes nothing
+    assert {name: storage.version(spark, settings, name) for name in gold} == versions
 
     silver_rows = storage.read(spark, settings, SILVER_EVENTS.name)
     assert silver_rows.count() == 12 and storage.read(spark, settings, "silver.quarantine").count() == 2

@@ -15,9 +15,7 @@ not yet computes the same server_state again.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -32,71 +30,42 @@ from lakehouse.tables import (
     GOLD_STATUS_BY_LOCATION,
     GOLD_STATUS_BY_MINUTE,
     SILVER_EVENTS,
-    Table,
 )
 
 SOURCE = BRONZE_EVENTS.name  # the Delta table the query streams from
 QUERY = "refine"
-# MERGE's sources here are aggregates of a checkpointed batch: deterministic, so Delta need
-# not copy them first (its default copies every source that is not a plain table scan).
-MERGE_CONF = {"spark.databricks.delta.merge.materializeSource": "none"}
-
-
-def _on_keys(table: Table) -> str:
-    return " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
-
-
-def _merge(spark: SparkSession, settings: Settings, table: Table, source: DataFrame, writer: str, batch_id: int,
-           update: dict[str, str] | None = None) -> None:
-    target = DeltaTable.forPath(spark, settings.table_path(table.name)).alias("t")
-    merge = target.merge(source.alias("s"), _on_keys(table))
-    merge = merge.whenMatchedUpdate(set=update) if update else merge.whenMatchedUpdateAll()
-    with storage.once(spark, table.name, writer, batch_id, MERGE_CONF):
-        merge.whenNotMatchedInsertAll().execute()
-
 
 _ADD = {"event_count": "t.event_count + s.event_count",
         "total_estimated_resolution_time": "t.total_estimated_resolution_time + s.total_estimated_resolution_time"}
+_ADD_BY_MINUTE = {
+    **_ADD,
+    "max_estimated_resolution_time": "greatest(t.max_estimated_resolution_time, s.max_estimated_resolution_time)",
+    # a DOUBLE division in either engine (delta-rs's SQL divides two BIGINTs as integers)
+    "avg_estimated_resolution_time": "CAST(t.total_estimated_resolution_time + s.total_estimated_resolution_time"
+                                     " AS DOUBLE) / (t.event_count + s.event_count)",
+}
 
 
-def _merge_aggregates(spark: SparkSession, settings: Settings, events: DataFrame, writer: str, batch_id: int) -> None:
-    _merge(spark, settings, GOLD_STATUS_BY_LOCATION, T.status_by_location(events), writer, batch_id, _ADD)
-    _merge(spark, settings, GOLD_STATUS_BY_MINUTE, T.status_by_minute(events), writer, batch_id, {
-        **_ADD,
-        "max_estimated_resolution_time": "greatest(t.max_estimated_resolution_time, s.max_estimated_resolution_time)",
-        "avg_estimated_resolution_time": "(t.total_estimated_resolution_time + s.total_estimated_resolution_time)"
-                                         " / (t.event_count + s.event_count)",
-    })
-
-
-def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: str,
-                  side: SparkSession | None = None) -> int:
+def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: str) -> int:
     """Merge one batch of new silver rows into the gold tables; returns gold's table version.
-    ``events`` must be materialized (silver hands a local checkpoint): MERGE does not copy its
-    source.
-
-    The two aggregates are merged from a second session (``side``; the transaction-id settings
-    are per session) while this one computes the server timeline: a MERGE spends much of its
-    time on the driver, so the two overlap well even on two cores. Neither half reads what the
-    other writes, so a re-run after a crash in either is still exact."""
+    ``events`` must be materialized (silver hands a local checkpoint). The aggregates go
+    first: they are what the overview shows."""
     spark = events.sparkSession
-    with ThreadPoolExecutor(1, thread_name_prefix="gold-aggregates") as pool:
-        aggregates = pool.submit(_merge_aggregates, side or spark.newSession(), settings, events, writer, batch_id)
-        state = storage.read(spark, settings, GOLD_SERVER_STATE.name)
-        open_incidents = storage.read(spark, settings, GOLD_INCIDENTS.name).where("is_open")
-        new_state, incidents = T.from_timeline(T.timeline(events, state).localCheckpoint(), open_incidents)
-        # Pin both to the state before this batch, then write.
-        new_state, incidents = new_state.localCheckpoint(), incidents.localCheckpoint()
-        _merge(spark, settings, GOLD_INCIDENTS, incidents, writer, batch_id)
-        _merge(spark, settings, GOLD_SERVER_STATE, new_state, writer, batch_id)
-        aggregates.result()
+    storage.merge_once(T.status_by_location(events), settings, GOLD_STATUS_BY_LOCATION, writer, batch_id, _ADD)
+    storage.merge_once(T.status_by_minute(events), settings, GOLD_STATUS_BY_MINUTE, writer, batch_id, _ADD_BY_MINUTE)
+    state = storage.read(spark, settings, GOLD_SERVER_STATE.name)
+    open_incidents = storage.read(spark, settings, GOLD_INCIDENTS.name).where("is_open")
+    new_state, incidents = T.from_timeline(T.timeline(events, state).localCheckpoint(), open_incidents)
+    # Pin both to the state before this batch, then write.
+    new_state, incidents = new_state.localCheckpoint(), incidents.localCheckpoint()
+    storage.merge_once(incidents, settings, GOLD_INCIDENTS, writer, batch_id)
+    storage.merge_once(new_state, settings, GOLD_SERVER_STATE, writer, batch_id)
     return storage.version(spark, settings, GOLD_STATUS_BY_LOCATION.name)
 
 
 def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> StreamingQuery:
     """The query; ``on_batch(layer, batch_id, figures)`` gets silver's and gold's figures of each batch."""
     writer: list[str] = []
-    side = spark.newSession()  # gold's second session, kept for the query's life
 
     def run(df: DataFrame, batch_id: int) -> None:
         writer[:] = writer or [storage.query_id(df.sparkSession, settings, QUERY)]
@@ -106,7 +75,7 @@ def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> S
         on_batch("silver", batch_id, {**figures, "duration_ms": round((halfway - started) * 1000)})
         n = figures["rows_out"]  # the batch's new silver rows, all merged
         if n:
-            version = process_batch(events, batch_id, settings, writer[0], side)
+            version = process_batch(events, batch_id, settings, writer[0])
         else:  # nothing new for gold (every row quarantined or a duplicate): no empty MERGE commits
             version = storage.version(df.sparkSession, settings, GOLD_STATUS_BY_LOCATION.name)
         on_batch("gold", batch_id, {"rows_in": n, "rows_out": n, "table_version": version,
