@@ -85,7 +85,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lakehouse.settings import ConfigError, Settings, get_settings
-from lakehouse.tables import TABLES, Table
+from lakehouse.tables import KAFKA_COORDINATES, TABLES, Table
 
 UTC = dt.UTC
 DEFAULT_LOG_RETENTION_H = 30 * 24.0  # delta.logRetentionDuration
@@ -669,7 +669,7 @@ def diff_json(d: Diff, limit: int | None) -> dict:
 # --- restore -------------------------------------------------------------------------------------
 
 SILVER_PAIR = {"silver.events": "silver.quarantine", "silver.quarantine": "silver.events"}
-COORDS = ["topic", "partition", "offset"]
+COORDS = [name for name, _, _ in KAFKA_COORDINATES]  # a record's Kafka position
 
 
 def stream_running(settings: Settings) -> int | None:
