@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import reduce
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -255,13 +256,17 @@ def test_aggregates_of_two_batches_added_together_equal_the_aggregate_of_all_eve
                 T.status_by_minute(everything))
 
 
-def test_two_batches_merged_into_the_gold_tables_equal_the_tables_rebuilt_from_all_events(spark, tmp_path, monkeypatch):
-    """The stream's upserts (delta-rs MERGEs on a local disk) add up to what replay writes,
-    averages included."""
+@pytest.mark.parametrize("engine", ["delta-rs", "spark"])
+def test_two_batches_merged_into_the_gold_tables_equal_the_tables_rebuilt_from_all_events(
+        spark, tmp_path, monkeypatch, engine):
+    """The stream's upserts add up to what replay writes, averages included: delta-rs's MERGE
+    (a lake on a local disk) and Spark's (elsewhere, e.g. HDFS: forced here)."""
     from lakehouse import storage
     from lakehouse.gold import stream as refine
     from lakehouse.settings import get_settings
 
+    if engine == "spark":
+        monkeypatch.setattr(storage, "is_local", lambda location: False)
     monkeypatch.setenv("LAKEHOUSE_ROOT", str(tmp_path / "tables"))
     settings = get_settings()
     storage.ensure_tables(spark, settings)
