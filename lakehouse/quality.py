@@ -475,7 +475,8 @@ def _result_fields(owner: Owner, result) -> dict:
         return {"success": False, "reason": f"cannot be evaluated: {error[:500]}"}
     samples = res.get("unexpected_rows")
     if hasattr(samples, "to_dict"):  # GX's pandas engine gives a DataFrame
-        samples = samples.head(SAMPLES).astype(object).where(samples.head(SAMPLES).notna(), None).to_dict("records")
+        head = samples.head(SAMPLES)
+        samples = head.astype(object).where(head.notna(), None).to_dict("records")
     if samples:
         samples = [{k: v for k, v in row.items() if not k.startswith("rule_")} for row in samples[:SAMPLES]]
     elif res.get("partial_unexpected_list"):

@@ -102,6 +102,16 @@ class Settings:
         return f"{self.root.rstrip('/')}/_checkpoints/{query}"
 
 
+def is_local(location: str) -> bool:
+    """A table or checkpoint location on this machine's file system (a path or a file: URI)."""
+    return "://" not in location.replace("file://", "", 1)
+
+
+def local_location(location: str) -> str:
+    """A local location (``is_local``) as a plain path."""
+    return location.removeprefix("file://").removeprefix("file:")
+
+
 def get_settings() -> Settings:
     home = Path(os.environ.get("LAKEHOUSE_HOME") or REPO_ROOT / "var").resolve()
     root = os.environ.get("LAKEHOUSE_ROOT") or str(home / "tables")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from lakehouse.settings import ConfigError, Settings
+from lakehouse.settings import ConfigError, Settings, is_local, local_location
 from lakehouse.tables import TABLES, Table
 
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
@@ -83,14 +83,6 @@ MERGE_CONF = {
 }
 
 
-def is_local(location: str) -> bool:
-    return "://" not in location.replace("file://", "", 1)
-
-
-def _local(location: str) -> str:
-    return location.removeprefix("file://").removeprefix("file:")
-
-
 def merge_once(source: DataFrame, settings: Settings, table: Table, writer: str, batch_id: int,
                update: dict[str, str] | None = None) -> None:
     """Upsert ``source`` into ``table`` on its keys: matched rows get ``update`` (SQL over ``t``,
@@ -117,7 +109,7 @@ def merge_once(source: DataFrame, settings: Settings, table: Table, writer: str,
     from deltalake import DeltaTable
     from deltalake.transaction import CommitProperties, Transaction
 
-    target = DeltaTable(_local(location))
+    target = DeltaTable(local_location(location))
     done = target.transaction_version(app_id)
     if done is not None and done >= batch_id:
         return
@@ -137,7 +129,7 @@ def version(spark: SparkSession, settings: Settings, name: str) -> int:
     (no Spark job: every micro-batch asks), else from Delta's history."""
     location = settings.table_path(name)
     if is_local(location):
-        log = Path(_local(location)) / "_delta_log"
+        log = Path(local_location(location)) / "_delta_log"
         commits = [int(p.stem) for p in log.glob("*.json") if len(p.stem) == 20 and p.stem.isdigit()]
         if commits:
             return max(commits)

@@ -84,7 +84,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lakehouse.settings import ConfigError, Settings, get_settings
+from lakehouse.settings import ConfigError, Settings, get_settings, is_local, local_location
 from lakehouse.tables import KAFKA_COORDINATES, TABLES, Table
 
 UTC = dt.UTC
@@ -107,13 +107,9 @@ def table_for(name: str) -> Table:
 
 def local_path(location: str) -> Path:
     """A table or checkpoint location as a local path (the lakehouse keeps its tables on a local file system)."""
-    if location.startswith("file://"):
-        return Path(location[len("file://"):])
-    if location.startswith("file:"):
-        return Path(location[len("file:"):])
-    if "://" in location:
+    if not is_local(location):
         raise ConfigError(f"time travel reads the Delta log from a local file system; {location} is not local")
-    return Path(location)
+    return Path(local_location(location))
 
 
 def log_dir(settings: Settings, name: str) -> Path:
