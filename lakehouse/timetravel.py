@@ -287,7 +287,8 @@ _APPEND_ONLY = {"CREATE TABLE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES
 
 def may_remove_files(c: Commit) -> bool:
     """Whether a commit may have removed data files (only those can be broken by a VACUUM)."""
-    for key in ("numRemovedFiles", "numTargetFilesRemoved"):
+    for key in ("numRemovedFiles", "numTargetFilesRemoved",  # Spark's names, then delta-rs's
+                "num_removed_files", "num_target_files_removed", "numFilesRemoved"):
         if key in c.metrics:
             return _int(c.metrics[key]) not in (0, None)
     if c.operation in _APPEND_ONLY:
@@ -459,14 +460,15 @@ def change_metrics(operation: str, parameters: dict, metrics: dict) -> dict:
         out.update(files_removed=_first(m, "numDeletedFiles"))
     elif operation == "VACUUM START":
         pass
-    elif operation == "OPTIMIZE":
-        out.update(files_added=_first(m, "numAddedFiles"), files_removed=_first(m, "numRemovedFiles"))
-    else:
-        out.update(rows_added=_first(m, "numOutputRows", "numInsertedRows"),
+    elif operation == "OPTIMIZE":  # Spark's names, then delta-rs's (its compaction after the stream's appends)
+        out.update(files_added=_first(m, "numAddedFiles", "numFilesAdded"),
+                   files_removed=_first(m, "numRemovedFiles", "numFilesRemoved"))
+    else:  # Spark's names, then delta-rs's (the stream's appends)
+        out.update(rows_added=_first(m, "numOutputRows", "numInsertedRows", "num_added_rows"),
                    rows_removed=_first(m, "numDeletedRows"),
                    rows_updated=_first(m, "numUpdatedRows"),
-                   files_added=_first(m, "numFiles", "numAddedFiles"),
-                   files_removed=_first(m, "numRemovedFiles"))
+                   files_added=_first(m, "numFiles", "numAddedFiles", "num_added_files"),
+                   files_removed=_first(m, "numRemovedFiles", "num_removed_files"))
     return out
 
 
@@ -484,8 +486,8 @@ def details(operation: str, parameters: dict, metrics: dict) -> str:
         retention = retention if retention is not None else _int(p.get("defaultRetentionMillis"))
         hours = f"retain {retention / 3_600_000:g} h, " if retention is not None else ""
         return f"{hours}{m.get('numFilesToDelete', '?')} files to delete"
-    if operation == "OPTIMIZE":
-        return "auto compaction" if str(p.get("auto")).lower() == "true" else ""
+    if operation == "OPTIMIZE":  # Spark's auto compaction, or delta-rs's after the stream's appends
+        return "auto compaction" if str(p.get("auto")).lower() == "true" or "targetSize" in p else ""
     pred = p.get("predicate") or (p.get("mergePredicate") if operation == "MERGE" else None)  # Spark's, delta-rs's
     if operation in ("DELETE", "UPDATE", "MERGE") and pred:
         pred = str(pred)

@@ -223,6 +223,33 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(spark, lake
     assert_gold_matches_silver(spark, lake)
 
 
+def test_small_appends_are_compacted_and_a_batch_committed_before_is_not_appended_again(spark, lake, monkeypatch):
+    """delta-rs appends (local disk) run no auto compaction of their own: ``append_once``
+    compacts once the table holds ``COMPACT_AT_FILES`` small files. The transaction id may be
+    the query id alone, as Delta's streaming sink wrote it for bronze."""
+    from deltalake import DeltaTable
+
+    from lakehouse.bronze.transforms import to_bronze
+
+    monkeypatch.setattr(storage, "COMPACT_AT_FILES", 3)
+    storage.ensure_tables(spark, lake)
+
+    def kafka_rows(offset: int):
+        return to_bronze(spark.createDataFrame(
+            [(b"srv-1", f'{{"n": {offset}}}'.encode(), lake.kafka_topic, 0, offset, None, None)],
+            "key binary, value binary, topic string, partition int, offset bigint, timestamp timestamp, "
+            "headers array<struct<key: string, value: binary>>"))
+
+    for batch_id in range(3):
+        storage.append_once(kafka_rows(batch_id), lake, "bronze.events", "query-1", batch_id, app_id="query-1")
+    target = DeltaTable(lake.table_path("bronze.events"))
+    assert target.history(1)[0]["operation"] == "OPTIMIZE"
+    assert len(target.file_uris()) == 1
+    storage.append_once(kafka_rows(1), lake, "bronze.events", "query-1", 1, app_id="query-1")  # a re-run
+    assert rows(table(spark, lake, "bronze.events").select("offset", "value_text")) == [
+        (0, '{"n": 0}'), (1, '{"n": 1}'), (2, '{"n": 2}')]
+
+
 def test_payload_hashes_match_what_kafka_holds(spark, lake, tmp_path):
     """Bronze keeps key and value byte for byte."""
     manifest = simulate(lake, tmp_path, "--events", "50", "--faults", "0.2", "--seed", "5",

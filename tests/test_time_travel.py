@@ -142,8 +142,8 @@ def test_history_shows_versions_newest_first_with_row_metrics_and_the_window(spa
 
     code, out, _ = cli(capsys, "history", "bronze.events", "--format", "json", "--limit", 0)
     bronze = json.loads(out)["history"]
-    assert {r["operation"] for r in bronze} >= {"CREATE TABLE", "STREAMING UPDATE"}
-    assert sum(r["rows_added"] or 0 for r in bronze if r["operation"] == "STREAMING UPDATE") == len(
+    assert {r["operation"] for r in bronze} >= {"CREATE TABLE", "WRITE"}  # the stream's appends (delta-rs's)
+    assert sum(r["rows_added"] or 0 for r in bronze if r["operation"] == "WRITE") == len(
         second["bronze.events"]["rows"])
 
     code, out, _ = cli(capsys, "history", "silver.events", "--limit", 3)
