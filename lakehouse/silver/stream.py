@@ -60,21 +60,23 @@ def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: 
     kept = None
     try:
         fresh, quarantine, kept = split(bronze, settings, known_keys(spark, settings, bronze))
-        # Computed once, then written; gold reads these same rows.
-        fresh, quarantine = fresh.localCheckpoint(), quarantine.localCheckpoint()
-        counts = quarantine.groupBy().agg(
-            F.count(F.lit(1)).alias("quarantined"),
-            F.count(F.when(F.array_contains("failed_rules", "unique_event"), 1)).alias("duplicates")).first()
+        fresh = fresh.localCheckpoint()  # computed once, then written; gold reads these same rows
         rows_out = fresh.count()
-        # An empty append still costs a Delta commit (~1 s here); a re-run skips it alike.
-        if counts["quarantined"]:
+        # The counts from the kept records: those that failed a rule, and those that passed
+        # (numbered), of which all but the new silver rows are duplicates. The quarantine rows
+        # are then computed once, by their append, and not at all when there are none.
+        counts = kept.agg(F.count(F.when(F.col("copy").isNull(), 1)).alias("failed"),
+                          F.count("copy").alias("passed")).first()
+        duplicates = counts["passed"] - rows_out
+        quarantined = counts["failed"] + duplicates
+        # An empty append still costs a Delta commit; a re-run skips it alike.
+        if quarantined:
             storage.append_once(quarantine, settings, SILVER_QUARANTINE.name, writer, batch_id)
         if rows_out:
             storage.append_once(fresh, settings, SILVER_EVENTS.name, writer, batch_id)
         # Every bronze row is either a new silver row or a quarantined one (duplicates included).
-        return fresh, {"rows_in": rows_out + counts["quarantined"], "rows_out": rows_out,
-                       "quarantined": counts["quarantined"] - counts["duplicates"],
-                       "duplicates_dropped": counts["duplicates"],
+        return fresh, {"rows_in": rows_out + quarantined, "rows_out": rows_out,
+                       "quarantined": counts["failed"], "duplicates_dropped": duplicates,
                        "table_version": storage.version(spark, settings, SILVER_EVENTS.name)}
     finally:
         bronze.unpersist()
