@@ -53,8 +53,8 @@ def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: 
     spark = events.sparkSession
     storage.merge_once(T.status_by_location(events), settings, GOLD_STATUS_BY_LOCATION, writer, batch_id, _ADD)
     storage.merge_once(T.status_by_minute(events), settings, GOLD_STATUS_BY_MINUTE, writer, batch_id, _ADD_BY_MINUTE)
-    state = storage.read(spark, settings, GOLD_SERVER_STATE.name)
-    open_incidents = storage.read(spark, settings, GOLD_INCIDENTS.name).where("is_open")
+    state = storage.read_small(spark, settings, GOLD_SERVER_STATE.name)
+    open_incidents = storage.read_small(spark, settings, GOLD_INCIDENTS.name, ("is_open", True))
     new_state, incidents = T.from_timeline(T.timeline(events, state).localCheckpoint(), open_incidents)
     # Pin both to the state before this batch, then write.
     new_state, incidents = new_state.localCheckpoint(), incidents.localCheckpoint()
