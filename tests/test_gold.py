@@ -312,7 +312,9 @@ def test_a_batch_run_again_after_silver_committed_gives_gold_the_same_rows(spark
     bronze = to_bronze(kafka.selectExpr("*", "CAST(NULL AS ARRAY<STRUCT<key: STRING, value: BINARY>>) AS headers"))
     bronze = bronze.withColumn("ingested_at", F.col("kafka_timestamp")).localCheckpoint()
 
+    assert not storage.may_hold(settings, SILVER_EVENTS.name, "writer", 0)  # a first run reads no coordinates
     first, figures = silver_stream.process_batch(bronze, 0, settings, "writer")  # crash here: gold never ran
+    assert storage.may_hold(settings, SILVER_EVENTS.name, "writer", 0)  # the re-run leaves its own rows out
     assert (figures["rows_out"], figures["quarantined"], figures["duplicates_dropped"]) == (12, 1, 1)
     again, figures = silver_stream.process_batch(bronze, 0, settings, "writer")  # the re-run
     refine.process_batch(again, 0, settings, "writer")
