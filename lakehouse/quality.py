@@ -372,12 +372,11 @@ def local_copy(frame):
     """A pandas copy of a Spark ``frame`` of at most ``LOCAL_ROWS`` rows, else the frame itself.
     GX's Spark engine runs about one Spark job per expectation, ~0.1-0.3 s each here even on
     a few rows; its pandas engine validates a 10,000-row sample in milliseconds."""
-    if frame.limit(LOCAL_ROWS + 1).count() > LOCAL_ROWS:
-        return frame
-    return frame.toPandas()
+    head = frame.limit(LOCAL_ROWS + 1).toPandas()  # one Spark job: the copy tells the size
+    return frame if len(head) > LOCAL_ROWS else head
 
 
-def _is_local(frame) -> bool:
+def _is_pandas(frame) -> bool:
     return not hasattr(frame, "sparkSession")
 
 
@@ -387,7 +386,7 @@ def _run_suite(ctx, name: str, frame, items: list[tuple[Owner, Expect]], result_
     from great_expectations.core.run_identifier import RunIdentifier
 
     suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=[gx_expectation(o, e) for o, e in items]))
-    source = ctx.data_sources.get("lakehouse-local" if _is_local(frame) else "lakehouse")
+    source = ctx.data_sources.get("lakehouse-local" if _is_pandas(frame) else "lakehouse")
     batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("batch")
     definition = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
     run_id = RunIdentifier(run_name=re.sub(r"[^\w.@-]+", "_", run_name or "lakehouse-dq"), run_time=dt.datetime.now(dt.UTC))
@@ -420,7 +419,7 @@ def validate(ctx, view: str, frame, items: list[tuple[Owner, Expect]], *, info: 
         held = {e.label for _, e in runnable if "mostly" not in dict(e.args) and first.get(e.label) is not None
                 and first[e.label].success and not _exception_message(first[e.label].exception_info)}
         runnable = [(o, e) for o, e in runnable if e.label not in held]
-        elements = (len(frame) if _is_local(frame) else frame.count()) if held else None
+        elements = (len(frame) if _is_pandas(frame) else frame.count()) if held else None
     if runnable and frame is not None:
         by_label = _run_suite(ctx, view, frame, runnable, RESULT_FORMAT, run_name)
     rows = []

@@ -126,8 +126,8 @@ COMPACT_AT_FILES = 50  # Delta's own auto compaction waits for 50 small files to
 def compact_small_files(target) -> None:
     """delta-rs's compaction of a local table (a ``deltalake.DeltaTable``), once it holds
     ``COMPACT_AT_FILES`` files under ``SMALL_FILE_BYTES``: what Spark's auto compaction does
-    after its own writes. The commit changes no data (Delta streaming sources skip it)."""
-    target.update_incremental()
+    after its own writes. The commit changes no data (Delta streaming sources skip it).
+    ``target`` is the table just written to: ``write_deltalake`` left it at its new version."""
     sizes = target.get_add_actions(flatten=True).column("size_bytes").to_pylist()
     if sum(1 for size in sizes if size < SMALL_FILE_BYTES) >= COMPACT_AT_FILES:
         target.optimize.compact()
