@@ -329,3 +329,11 @@ def test_a_batch_run_again_after_silver_committed_gives_gold_the_same_rows(spark
     assert_df_equality(storage.read(spark, settings, GOLD_STATUS_BY_LOCATION.name),
                        T.status_by_location(silver_rows), ignore_row_order=True, ignore_nullable=True)
     assert storage.read(spark, settings, GOLD_SERVER_STATE.name).count() == 3
+
+    # A later batch with a copy of an event silver holds (looked up in memory, not re-run) and a new one.
+    later = kafka.limit(0).union(spark.createDataFrame(
+        [(b"k", payloads[3], "status", 0, 100, now), (b"k", event(20, "Red"), "status", 0, 101, now)], kafka.schema))
+    later = to_bronze(later.selectExpr("*", "CAST(NULL AS ARRAY<STRUCT<key: STRING, value: BINARY>>) AS headers"))
+    new, figures = silver_stream.process_batch(later.withColumn("ingested_at", F.col("kafka_timestamp")), 1, settings, "writer")
+    assert (figures["rows_out"], figures["duplicates_dropped"]) == (1, 1)
+    assert [r["event_id"] for r in new.collect()] == ["e-20"]

@@ -250,6 +250,37 @@ def test_small_appends_are_compacted_and_a_batch_committed_before_is_not_appende
         (0, '{"n": 0}'), (1, '{"n": 1}'), (2, '{"n": 2}')]
 
 
+def test_find_keys_answers_from_the_current_snapshot_within_the_horizon(spark, lake):
+    """Silver's in-memory key lookup: files written by Spark (INT96 times) and by delta-rs
+    alike, rows before the horizon left out, and a file the snapshot no longer has forgotten."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from lakehouse.tables import SILVER_EVENTS
+
+    storage.ensure_tables(spark, lake)
+    now = dt.datetime.now(dt.UTC)
+    horizon = now - dt.timedelta(hours=48)
+
+    def silver_rows(*keys_and_ages):
+        rows = spark.createDataFrame([(k, now - dt.timedelta(hours=h)) for k, h in keys_and_ages],
+                                     "event_key string, ingested_at timestamp")
+        return rows.select(*[F.col(c) if c in rows.columns else F.lit(None).cast(t).alias(c)
+                             for c, t, _ in SILVER_EVENTS.columns])
+
+    def find(*keys):
+        return storage.find_keys(lake, SILVER_EVENTS.name, pa.array(keys), column="event_key",
+                                 time_column="ingested_at", since=horizon)
+
+    silver_rows(("a", 1), ("old", 72)).write.format("delta").mode("append").save(lake.table_path(SILVER_EVENTS.name))
+    assert find("a", "old", "c") == ["a"]
+    storage.append_once(silver_rows(("c", 0)), lake, SILVER_EVENTS.name, "writer", 0)
+    assert find("a", "old", "c", "d") == ["a", "c"]
+    storage.overwrite(silver_rows(("c", 0)), lake, SILVER_EVENTS.name)  # a's file leaves the snapshot
+    assert find("a", "old", "c") == ["c"]
+
+
 def test_payload_hashes_match_what_kafka_holds(spark, lake, tmp_path):
     """Bronze keeps key and value byte for byte."""
     manifest = simulate(lake, tmp_path, "--events", "50", "--faults", "0.2", "--seed", "5",

@@ -13,8 +13,9 @@ The streaming query that runs it (bronze -> silver -> gold, one query) is ``gold
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse import quality, storage
@@ -23,8 +24,11 @@ from lakehouse.silver import transforms as T
 from lakehouse.tables import SILVER_EVENTS, SILVER_QUARANTINE
 
 
-def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(new silver rows, quarantine rows, kept) for a set of bronze rows; the caller unpersists ``kept``."""
+def split(bronze: DataFrame, settings: Settings,
+          known: Callable[[DataFrame], DataFrame] | None) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(new silver rows, quarantine rows, kept) for a set of bronze rows; the caller unpersists
+    ``kept``. ``known`` takes the batch's event keys and returns those silver already holds
+    (``known_keys``); None for a rebuild, which starts from an empty silver."""
     judged = T.judge(T.parse(bronze, seed_timezone=settings.seed_timezone, late_after=settings.late_after))
     quality.enforce_fail_rules(judged)  # policy fail: stop here, before anything of the batch is written
     # Numbered once and kept, in the few columns both outputs need: otherwise the optimizer
@@ -32,26 +36,39 @@ def split(bronze: DataFrame, settings: Settings, known_keys: DataFrame | None) -
     # parse) hundreds of times per row, and ranks the events once per output.
     numbered = T.number_copies(judged).persist()
     first, copies = T.first_per_event(numbered)
-    if known_keys is not None:
-        # Only the known keys this batch has: a (broadcast) semi join on the batch's keys while
-        # reading silver, rather than shuffling every key of the horizon to join the batch. Read
-        # once: both outputs and the copies' payload use them.
-        seen = known_keys.join(first.select("event_key"), "event_key", "left_semi").localCheckpoint()
+    if known is not None:
+        seen = known(first.select("event_key"))  # read once: both outputs and the copies' payload use it
         copies = copies.unionByName(first.join(seen, "event_key", "left_semi"))
         first = first.join(seen, "event_key", "left_anti")
     quarantine = T.quarantined(numbered).unionByName(T.as_duplicates(T.with_payload(copies, bronze)))
     return T.valid_events(first), quarantine, numbered
 
 
-def known_keys(spark: SparkSession, settings: Settings, batch: DataFrame | None = None) -> DataFrame:
-    """Event keys already in silver within the de-duplication horizon, leaving out the rows of
-    ``batch`` (bronze rows) when given: a batch run again after its append committed finds the
-    same keys as its first run."""
+def known_keys(settings: Settings, rerun_of: DataFrame | None = None) -> Callable[[DataFrame], DataFrame]:
+    """A function from a batch's event keys to those already in silver within the
+    de-duplication horizon. ``rerun_of`` (the batch's bronze rows) when the batch's silver
+    append may have committed before: its own rows are then left out (by their Kafka
+    coordinates), so a re-run finds the same keys as the first run.
+
+    On a local disk, a first run looks the keys up in ``storage.find_keys``'s in-memory copy of
+    silver's keys, and a re-run scans them with Spark; elsewhere Spark scans them always."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.dedup_horizon_hours)
-    silver = storage.read(spark, settings, SILVER_EVENTS.name).where(F.col("ingested_at") >= F.lit(cutoff))
-    if batch is not None:  # no broadcast hint: a catch-up batch after an outage can hold millions of rows
-        silver = silver.join(batch.select(*T.COORDS), T.COORDS, "left_anti")
-    return silver.select("event_key")
+
+    def known(keys: DataFrame) -> DataFrame:
+        spark = keys.sparkSession
+        if rerun_of is None:
+            found = storage.find_keys(settings, SILVER_EVENTS.name, keys.toArrow().column(0),
+                                      column="event_key", time_column="ingested_at", since=cutoff)
+            if found is not None:
+                return spark.createDataFrame([(key,) for key in found], "event_key STRING")
+        silver = storage.read(spark, settings, SILVER_EVENTS.name).where(F.col("ingested_at") >= F.lit(cutoff))
+        if rerun_of is not None:  # no broadcast hint: a catch-up batch after an outage can hold millions of rows
+            silver = silver.join(rerun_of.select(*T.COORDS), T.COORDS, "left_anti")
+        # Only the keys this batch has: a (broadcast) semi join on them while reading silver,
+        # rather than shuffling every key of the horizon to join the batch.
+        return silver.select("event_key").join(keys, "event_key", "left_semi").localCheckpoint()
+
+    return known
 
 
 def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: str) -> tuple[DataFrame, dict]:
@@ -64,7 +81,7 @@ def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: 
         # crash): only then must the known keys leave them out, by a join on the Kafka
         # coordinates of every silver row (~25% of the known-keys step on a 1M-row silver).
         rerun = storage.may_hold(settings, SILVER_EVENTS.name, writer, batch_id)
-        fresh, quarantine, kept = split(bronze, settings, known_keys(spark, settings, bronze if rerun else None))
+        fresh, quarantine, kept = split(bronze, settings, known_keys(settings, bronze if rerun else None))
         fresh = fresh.localCheckpoint()  # computed once, then written; gold reads these same rows
         rows_out = fresh.count()
         # The counts from the kept records: those that failed a rule, and those that passed
