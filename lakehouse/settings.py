@@ -67,6 +67,7 @@ class Settings:
     spark_shuffle_partitions: int
     trigger_seconds: float
     max_offsets_per_trigger: int
+    refine_max_bytes_per_trigger: str
     seed_timezone: str
     late_after: str
     dedup_horizon_hours: int
@@ -131,6 +132,7 @@ def get_settings() -> Settings:
         spark_shuffle_partitions=_int("SPARK_SHUFFLE_PARTITIONS", 4),
         trigger_seconds=_float("LAKEHOUSE_TRIGGER_SECONDS", 2.0),
         max_offsets_per_trigger=_int("LAKEHOUSE_MAX_OFFSETS_PER_TRIGGER", 200_000),
+        refine_max_bytes_per_trigger=os.environ.get("LAKEHOUSE_REFINE_MAX_BYTES_PER_TRIGGER") or "16m",
         seed_timezone=os.environ.get("LAKEHOUSE_SEED_TIMEZONE") or "UTC",
         late_after=os.environ.get("LAKEHOUSE_LATE_AFTER") or "1 HOUR",
         dedup_horizon_hours=_int("LAKEHOUSE_DEDUP_HORIZON_HOURS", 48),

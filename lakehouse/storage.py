@@ -253,10 +253,12 @@ def start_marker(settings: Settings, query: str) -> Path:
     return Path(settings.checkpoint_path(query) + ".starting-version")
 
 
-def stream_from(spark: SparkSession, settings: Settings, name: str, query: str) -> DataFrame:
-    """A Delta streaming source for ``query``: from its checkpoint, or, right after a replay
-    removed the checkpoint, from the first version the replay did not cover."""
-    reader = spark.readStream.format("delta")
+def stream_from(spark: SparkSession, settings: Settings, name: str, query: str,
+                options: dict[str, str] | None = None) -> DataFrame:
+    """A Delta streaming source for ``query`` (with Delta source ``options``): from its
+    checkpoint, or, right after a replay removed the checkpoint, from the first version the
+    replay did not cover."""
+    reader = spark.readStream.format("delta").options(**(options or {}))
     marker = start_marker(settings, query)
     if not Path(settings.checkpoint_path(query)).exists() and marker.exists():
         reader = reader.option("startingVersion", marker.read_text().strip())

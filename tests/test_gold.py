@@ -211,6 +211,9 @@ BATCH_2 = [
     # srv-y: stays Green (its status_since carries over)
     {"server_id": "srv-y", "status_color": "Green", "at": 35, **BERLIN},
     {"server_id": "srv-y", "status_color": "Red", "at": 45, "is_late": True, **BERLIN},
+    # srv-z: another event at the very time of its last one: the later arrival wins, as in the rebuild
+    {"server_id": "srv-z", "status_color": "Red", "at": 3, "server_type": "Mail Servers",
+     "estimated_resolution_time": 41, "event_id": "srv-z-3-again"},
     # srv-w: first seen in batch 2
     {"server_id": "srv-w", "status_color": "Orange", "at": 45, "estimated_resolution_time": 3},
     {"server_id": None, "source_format": "seed", "status_color": "Green", "at": 8},

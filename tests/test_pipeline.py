@@ -223,6 +223,27 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(spark, lake
     assert_gold_matches_silver(spark, lake)
 
 
+def test_a_backlog_is_refined_in_batches_of_bounded_size(spark, lake, tmp_path):
+    """A catch-up reads bronze in bites (``LAKEHOUSE_REFINE_MAX_BYTES_PER_TRIGGER``), not
+    the whole backlog in one batch: here one bronze file per silver batch, nothing lost."""
+    import dataclasses
+
+    from deltalake import DeltaTable
+
+    from lakehouse import pipeline
+
+    simulate(lake, tmp_path, "--events", "600", "--seed", "3")
+    settings = dataclasses.replace(lake, max_offsets_per_trigger=200, refine_max_bytes_per_trigger="1")
+    assert pipeline.run(settings, available_now=True) == 0
+
+    def writes(name: str) -> int:
+        return sum(1 for c in DeltaTable(lake.table_path(name)).history() if c["operation"] == "WRITE")
+
+    assert writes("bronze.events") >= 3 and writes("silver.events") == writes("bronze.events")
+    assert_accounting(spark, lake)
+    assert_gold_matches_silver(spark, lake)
+
+
 def test_small_appends_are_compacted_and_a_batch_committed_before_is_not_appended_again(spark, lake, monkeypatch):
     """delta-rs appends (local disk) run no auto compaction of their own: ``append_once``
     compacts once the table holds ``COMPACT_AT_FILES`` small files. The transaction id may be

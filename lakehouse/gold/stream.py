@@ -81,7 +81,11 @@ def start(spark: SparkSession, settings: Settings, trigger: dict, on_batch) -> S
         on_batch("gold", batch_id, {"rows_in": n, "rows_out": n, "table_version": version,
                                     "duration_ms": round((time.monotonic() - halfway) * 1000)})
 
-    return (storage.stream_from(spark, settings, BRONZE_EVENTS.name, QUERY)
+    # Bounded batches: a catch-up after an outage reads bronze in bites the driver can hold
+    # (a whole million-event backlog in one batch ran a 2 GB driver out of memory).
+    source = storage.stream_from(spark, settings, BRONZE_EVENTS.name, QUERY,
+                                 {"maxBytesPerTrigger": settings.refine_max_bytes_per_trigger})
+    return (source
             .writeStream.queryName(QUERY).foreachBatch(run)
             .option("checkpointLocation", settings.checkpoint_path(QUERY))
             .trigger(**trigger).start())

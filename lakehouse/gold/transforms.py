@@ -58,7 +58,7 @@ def timeline(events: DataFrame, state: DataFrame) -> DataFrame:
     prior = state.select("server_id", F.col("last_event_time").alias("_prior_last"))
     new = (events.where("server_id IS NOT NULL AND NOT is_late")
            .join(prior, "server_id", "left")
-           .where("_prior_last IS NULL OR event_time > _prior_last")
+           .where("_prior_last IS NULL OR event_time >= _prior_last")  # a tie: the later arrival, as in a rebuild
            .select("server_id", *_SERVER_ATTRS, "status_color", "severity_level", "event_time",
                    F.col("event_id").alias("last_event_id"), "estimated_resolution_time",
                    F.lit(False).alias("is_prior"), F.lit(None).cast("timestamp").alias("prior_since"),
