@@ -795,7 +795,10 @@ def _catch_up_silver(spark, settings: Settings) -> dict:
     n = missing.count()
     fresh_n = quarantined_n = 0
     if n:
-        fresh, quarantined, _ = silver_stream.split(missing, settings, silver.select("event_key"))
+        def known(keys):  # against the whole of silver, as a replay de-duplicates
+            return silver.select("event_key").join(keys, "event_key", "left_semi").localCheckpoint()
+
+        fresh, quarantined, _ = silver_stream.split(missing, settings, known)
         fresh, quarantined = fresh.localCheckpoint(), quarantined.localCheckpoint()
         fresh_n, quarantined_n = fresh.count(), quarantined.count()
         if quarantined_n:
