@@ -123,10 +123,9 @@ def may_hold(settings: Settings, name: str, writer: str, batch_id: int) -> bool:
 _KEY_FILES: dict[tuple[str, str, str], dict[str, tuple[object, object]]] = {}
 
 
-def find_keys(settings: Settings, name: str, keys, *, column: str, time_column: str, since) -> list[str] | None:
-    """Which of ``keys`` (an Arrow array) the table holds in ``column``, in rows whose
-    ``time_column`` is at or after ``since`` (a UTC datetime); None where the table is not on a
-    local disk (ask Spark there).
+def find_keys(settings: Settings, name: str, keys, *, column: str, time_column: str, since) -> list[str]:
+    """Which of ``keys`` (an Arrow array) the table, on a local disk, holds in ``column``, in
+    rows whose ``time_column`` is at or after ``since`` (a UTC datetime). Elsewhere ask Spark.
 
     The two columns are kept in memory file by file, in step with the table's snapshot: a
     file new to it is read once (its rows since ``since``), a file it no longer has (compacted,
@@ -136,8 +135,6 @@ def find_keys(settings: Settings, name: str, keys, *, column: str, time_column: 
     this looks up the batch's keys in memory, ~60 bytes per key in the horizon. A file whose
     newest row falls out of the horizon is emptied."""
     location = settings.table_path(name)
-    if not is_local(location):
-        return None
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq

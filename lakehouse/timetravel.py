@@ -795,10 +795,8 @@ def _catch_up_silver(spark, settings: Settings) -> dict:
     n = missing.count()
     fresh_n = quarantined_n = 0
     if n:
-        def known(keys):  # against the whole of silver, as a replay de-duplicates
-            return silver.select("event_key").join(keys, "event_key", "left_semi").localCheckpoint()
-
-        fresh, quarantined, _ = silver_stream.split(missing, settings, known)
+        # against the whole of silver, as a replay de-duplicates
+        fresh, quarantined, _ = silver_stream.split(missing, settings, silver_stream.keys_in(silver))
         fresh, quarantined = fresh.localCheckpoint(), quarantined.localCheckpoint()
         fresh_n, quarantined_n = fresh.count(), quarantined.count()
         if quarantined_n:

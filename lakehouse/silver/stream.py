@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse import quality, storage
-from lakehouse.settings import Settings
+from lakehouse.settings import Settings, is_local
 from lakehouse.silver import transforms as T
 from lakehouse.tables import SILVER_EVENTS, SILVER_QUARANTINE
 
@@ -54,21 +54,27 @@ def known_keys(settings: Settings, rerun_of: DataFrame | None = None) -> Callabl
     silver's keys, and a re-run scans them with Spark; elsewhere Spark scans them always."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.dedup_horizon_hours)
 
+    in_memory = rerun_of is None and is_local(settings.table_path(SILVER_EVENTS.name))
+
     def known(keys: DataFrame) -> DataFrame:
         spark = keys.sparkSession
-        if rerun_of is None:
+        if in_memory:
             found = storage.find_keys(settings, SILVER_EVENTS.name, keys.toArrow().column(0),
                                       column="event_key", time_column="ingested_at", since=cutoff)
-            if found is not None:
-                return spark.createDataFrame([(key,) for key in found], "event_key STRING")
+            return spark.createDataFrame([(key,) for key in found], "event_key STRING")
         silver = storage.read(spark, settings, SILVER_EVENTS.name).where(F.col("ingested_at") >= F.lit(cutoff))
         if rerun_of is not None:  # no broadcast hint: a catch-up batch after an outage can hold millions of rows
             silver = silver.join(rerun_of.select(*T.COORDS), T.COORDS, "left_anti")
-        # Only the keys this batch has: a (broadcast) semi join on them while reading silver,
-        # rather than shuffling every key of the horizon to join the batch.
-        return silver.select("event_key").join(keys, "event_key", "left_semi").localCheckpoint()
+        return keys_in(silver)(keys)
 
     return known
+
+
+def keys_in(silver: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """A ``known`` for ``split`` that scans ``silver`` rows with Spark: only the batch's keys
+    leave the scan (a broadcast semi join on them), rather than shuffling every key to join
+    the batch; pinned, as both outputs and the copies' payload read them."""
+    return lambda keys: silver.select("event_key").join(keys, "event_key", "left_semi").localCheckpoint()
 
 
 def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: str) -> tuple[DataFrame, dict]:
