@@ -724,11 +724,13 @@ def checks_overhead(spark, settings: Settings, records: int, repeats: int = 2) -
                 pass_cpu = min(pass_cpu, driver_cpu_seconds() - cpu)
     bronze.unpersist()
     silver.unpersist()
-    # The monitor's thread makes a pass, then waits: per period, it takes the pass's CPU seconds
-    # from the machine's (cores x period), and silver, which keeps every core busy, the same share.
+    # The monitor's thread makes a pass (resting MONITOR_PACE times as long as each step took),
+    # then waits: per period, it takes the pass's CPU seconds from the machine's (cores x period),
+    # and silver, which keeps every core busy, the same share.
     wait = None if interval is None else max(interval, settings.trigger_seconds, 1.0)
     cores = os.cpu_count() or 1
-    share = 0.0 if wait is None else min(1.0, pass_cpu / ((best["expectations"] + wait) * cores))
+    period = None if wait is None else best["expectations"] * (1 + quality.MONITOR_PACE) + wait
+    share = 0.0 if period is None else min(1.0, pass_cpu / (period * cores))
     rules_rate = records / best["rules"]
     with_rate = rules_rate * (1 - share)
     return {"events": records, "without_seconds": round(best["without"], 3),
@@ -1818,8 +1820,9 @@ absolute numbers move from run to run, the ratios much less.
   a thread of its own. One monitor pass is timed: the bronze and silver suites over the same
   rows as one interval's new rows, the per-row suites and key uniqueness on a sample of
   `LAKEHOUSE_DQ_SAMPLE_ROWS` as the monitor draws it (offset gaps on every row), and the gold suites.
-  The monitor makes a pass, then waits `LAKEHOUSE_DQ_INTERVAL_SECONDS`, so it takes the pass's
-  CPU seconds (of this process and Spark's JVM) out of (pass + wait) x cores; silver with
+  The monitor makes a pass, resting twice as long as each of its steps took, then waits
+  `LAKEHOUSE_DQ_INTERVAL_SECONDS`, so it takes the pass's CPU seconds (of this process and
+  Spark's JVM) out of (3 x pass + wait) x cores; silver with
   checks runs at its rate with the rules times the rest. The cost is
   1 - (rate with) / (rate without).
 - **Baseline**: the original project's design, re-created inside `lakehouse/bench.py`: Kafka ->

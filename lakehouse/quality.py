@@ -90,6 +90,10 @@ QUERY_PREFIX = "dq_"  # streaming queries of this module (the pipeline's listene
 STREAMED = {BRONZE_EVENTS.name: "dq_bronze", SILVER_EVENTS.name: "dq_silver"}
 MAX_FILES_PER_BATCH = 500
 STREAM_RETRIES = 3  # failed passes in a row before a data-quality stream starts again from the latest version
+# The monitor rests this many times as long as each step of its pass took: the pass shares the
+# machine's cores with the pipeline's micro-batches, and at full speed it slowed the refining
+# batches under way from ~3 s to ~7 s, the freshness run's slowest (measured).
+MONITOR_PACE = 2.0
 GOLD_TABLES = (GOLD_STATUS_BY_LOCATION.name, GOLD_STATUS_BY_MINUTE.name, GOLD_INCIDENTS.name, GOLD_SERVER_STATE.name)
 VENDOR = REPO_ROOT / "dashboard" / "static" / "vendor" / "datadocs"
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLES, "include_unexpected_rows": True}
@@ -688,8 +692,8 @@ class QualityRunner:
     quarantine counts. Results to quality.results and PostgreSQL (kept and retried while
     PostgreSQL is away)."""
 
-    def __init__(self, spark, settings: Settings, *, postgres: bool = True):
-        self.spark, self.settings, self.postgres = spark, settings, postgres
+    def __init__(self, spark, settings: Settings, *, postgres: bool = True, pace: float = 0.0):
+        self.spark, self.settings, self.postgres, self.pace = spark, settings, postgres, pace
         self.conn = None
         self.pending: list[dict] = []
         self.pending_quarantine: list[dict] | None = None
@@ -728,6 +732,11 @@ class QualityRunner:
             self.conn = None
 
     # the pass -----------------------------------------------------------------------------
+    def _rest(self, started: float) -> None:
+        """With ``pace``, wait ``pace`` times as long as the step begun at ``started`` (monotonic) took."""
+        if self.pace:
+            self.stopping.wait((time.monotonic() - started) * self.pace)
+
     def run_once(self) -> dict:
         """Validate what is new; returns the number of result rows per layer."""
         done = {"bronze": 0, "silver": 0, "gold": 0}
@@ -795,6 +804,7 @@ class QualityRunner:
         some, total = sampled(df, sample, zlib.crc32(key.encode()))
         try:
             for view in (BRONZE_VIEWS if table == BRONZE_EVENTS.name else SILVER_VIEWS):
+                started = time.monotonic()
                 items = suite_items(view)
                 source = some if view in SAMPLED_VIEWS else df
                 try:
@@ -811,6 +821,7 @@ class QualityRunner:
                 if source is not df:
                     _mark_sampled(done, total)
                 rows += done
+                self._rest(started)
         finally:
             if total is not None:
                 some.unpersist()
@@ -831,10 +842,7 @@ class QualityRunner:
             self.last_gold = key  # validated before a restart
             return 0
         rows = self.validate_gold(snapshot)
-        from delta.tables import DeltaTable
-
-        table_id = DeltaTable.forPath(self.spark, self.settings.table_path(GOLD_STATUS_BY_LOCATION.name)).detail() \
-            .first()["id"]
+        table_id = storage.table_id(self.spark, self.settings, GOLD_STATUS_BY_LOCATION.name)
         write_results(self.spark, self.settings, rows, f"gold/{table_id}", sum(snapshot.values()) + 1)
         self.pending += rows
         self.last_gold = key
@@ -856,6 +864,7 @@ class QualityRunner:
         except Exception as e:  # noqa: BLE001 - a table or column gone: every gold expectation fails, with why
             frames, error = {}, _first_line(e)
         for view in GOLD_VIEWS:
+            started = time.monotonic()
             items = suite_items(view)
             table = VIEWS[view][0]
             frame = frames.get(view)
@@ -870,6 +879,7 @@ class QualityRunner:
             finally:
                 if frame is not None:
                     frame.unpersist()
+            self._rest(started)
         return rows
 
     def _quarantine(self) -> None:
@@ -877,8 +887,10 @@ class QualityRunner:
             version = storage.version(self.spark, self.settings, SILVER_QUARANTINE.name)
             if version == self.last_quarantine_version:
                 return
+            started = time.monotonic()
             self.pending_quarantine = quarantine_counts(self.spark, self.settings)
             self.last_quarantine_version = version
+            self._rest(started)
         except Exception as e:  # noqa: BLE001
             log.warning("quarantine counts unavailable: %s", _first_line(e))
 
@@ -888,7 +900,7 @@ class QualityMonitor(threading.Thread):
 
     def __init__(self, spark, settings: Settings, interval: float):
         super().__init__(name="data-quality", daemon=True)
-        self.runner = QualityRunner(spark, settings)
+        self.runner = QualityRunner(spark, settings, pace=MONITOR_PACE)
         self.interval, self.settings = interval, settings
 
     def run(self) -> None:

@@ -914,10 +914,11 @@ def consumer_needs(spark, settings: Settings, now: dt.datetime, out=print) -> di
     streaming query with a checkpoint under LAKEHOUSE_ROOT/_checkpoints that reads a Delta
     table (matched by the table id in its offsets), a stream waiting at a replay's or restore's
     starting version, and the PostgreSQL sync of the gold tables."""
+    from lakehouse import storage
     from lakehouse.gold import stream as refine
 
     needs: dict[str, tuple[float, str]] = {}
-    ids = {_table_id(spark, settings, name): name for name in TABLES if exists(settings, name)}
+    ids = {storage.table_id(spark, settings, name): name for name in TABLES if exists(settings, name)}
 
     def need(table: str, version: int, who: str, *, snapshot: bool = False) -> None:
         if not exists(settings, table):
@@ -969,18 +970,12 @@ def consumer_needs(spark, settings: Settings, now: dt.datetime, out=print) -> di
         finally:
             conn.close()
         for table, version, table_id in synced:
-            if table in TABLES and exists(settings, table) and table_id == _table_id(spark, settings, table):
+            if table in TABLES and exists(settings, table) and table_id == storage.table_id(spark, settings, table):
                 need(table, int(version) + 1, "the PostgreSQL sync")
     except Exception as e:  # noqa: BLE001 - the sync's position is a refinement; say so and go on
         out(f"note: cannot read the serving sync's position ({str(e).strip().splitlines()[0][:120]}); "
             "gold tables keep the declared window only")
     return needs
-
-
-def _table_id(spark, settings: Settings, name: str) -> str | None:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.forPath(spark, settings.table_path(name)).detail().first()["id"]
 
 
 def retention_hours(settings: Settings, retain_hours: float | None) -> float:

@@ -640,3 +640,18 @@ def test_dq_command_line(spark, tmp_path, capsys, monkeypatch):
     assert "--last must be 1 or more" in capsys.readouterr().err
     assert main(["dq", "report", "--manifest", str(tmp_path / "missing.json")]) == 2
     assert "cannot read the manifest" in capsys.readouterr().err
+
+
+def test_the_monitor_rests_in_proportion_to_each_step_and_not_once_stopping():
+    runner = quality.QualityRunner(None, get_settings(), postgres=False, pace=2.0)
+    began = time.monotonic()
+    runner._rest(began - 0.2)  # a step that took 0.2 s
+    assert time.monotonic() - began >= 0.4
+    runner.stopping.set()
+    began = time.monotonic()
+    runner._rest(began - 60)
+    assert time.monotonic() - began < 5
+    unpaced = quality.QualityRunner(None, get_settings(), postgres=False)
+    began = time.monotonic()
+    unpaced._rest(began - 60)  # `lakehouse dq run`, the report and the bench do not rest
+    assert time.monotonic() - began < 5
