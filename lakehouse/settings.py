@@ -8,6 +8,7 @@ can point everything at its own stack by changing the environment.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,16 @@ def _float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _byte_size(name: str, default: str) -> str:
+    """A size as Spark and Delta write it (``16m``, ``512k``, ``1g``, a plain number of bytes),
+    checked here: Delta reads it only when the stream starts, with a stack trace."""
+    raw = (os.environ.get(name) or default).strip()
+    if not re.fullmatch(r"(?i)[1-9]\d*(b|kb?|mb?|gb?|tb?|pb?)?", raw):
+        raise ConfigError(f"{name}={raw!r} is not a size: write a positive number of bytes with an optional "
+                          f"unit k, m or g (e.g. 16m)")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -132,7 +143,7 @@ def get_settings() -> Settings:
         spark_shuffle_partitions=_int("SPARK_SHUFFLE_PARTITIONS", 4),
         trigger_seconds=_float("LAKEHOUSE_TRIGGER_SECONDS", 2.0),
         max_offsets_per_trigger=_int("LAKEHOUSE_MAX_OFFSETS_PER_TRIGGER", 200_000),
-        refine_max_bytes_per_trigger=os.environ.get("LAKEHOUSE_REFINE_MAX_BYTES_PER_TRIGGER") or "16m",
+        refine_max_bytes_per_trigger=_byte_size("LAKEHOUSE_REFINE_MAX_BYTES_PER_TRIGGER", "16m"),
         seed_timezone=os.environ.get("LAKEHOUSE_SEED_TIMEZONE") or "UTC",
         late_after=os.environ.get("LAKEHOUSE_LATE_AFTER") or "1 HOUR",
         dedup_horizon_hours=_int("LAKEHOUSE_DEDUP_HORIZON_HOURS", 48),

@@ -372,3 +372,17 @@ def test_a_lake_of_the_older_separate_streams_is_refused_until_a_replay_moves_it
     assert pipeline.run(lake, available_now=True) == 0
     assert_accounting(spark, lake)
     assert_gold_matches_silver(spark, lake)
+
+
+def test_a_malformed_refine_batch_size_is_refused_with_one_line_before_anything_starts(monkeypatch, capsys):
+    from lakehouse.cli import main
+
+    name = "LAKEHOUSE_REFINE_MAX_BYTES_PER_TRIGGER"
+    for size in ("16m", "512k", "1G", "1048576", "64mb"):
+        monkeypatch.setenv(name, size)
+        assert get_settings().refine_max_bytes_per_trigger == size
+    for size in ("16 megs", "-1m", "0", "m", "1.5g", "2 mb"):
+        monkeypatch.setenv(name, size)
+        assert main(["stream"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {name}={size!r} is not a size") and err.count("\n") == 1
