@@ -70,7 +70,8 @@ API_PATHS = ("/api/overview?range=1h", "/api/servers?limit=50", "/api/incidents?
 PG_POLL_S = 0.2
 API_POLL_S = 0.25
 GOAL_CEILING_FRACTION = 1 / 3
-GOAL_FRESHNESS_P95_S = 5.0
+GOAL_FRESHNESS_P95_S = 5.0  # the benchmarks' goal
+GOAL_DASHBOARD_FRESHNESS_P95_S = 10.0  # the dashboard's goal, with the default triggers
 GOAL_FRESHNESS_RATE = 1000
 GOAL_API_P95_MS = 100.0
 GOAL_CHECKS_COST = 0.20
@@ -1557,13 +1558,18 @@ def goals(r: dict) -> list[dict]:
                  (r.get("freshness") or [None])[0])
     if fresh:
         p95 = fresh["api"]["p95"]
-        out.append({"goal": f"freshness p95 <= {GOAL_FRESHNESS_P95_S:.0f} s at {fresh['rate_target']:,} events/s "
-                            "(dashboard API)",
-                    "measured": f"{'>= ' if fresh['api']['lower_bounds'] else ''}{_fmt_s(p95)} (PostgreSQL "
-                                f"{'>= ' if fresh['postgres']['lower_bounds'] else ''}{_fmt_s(fresh['postgres']['p95'])})",
-                    "value": p95,
-                    "met": p95 is not None and p95 <= GOAL_FRESHNESS_P95_S and not fresh["api"]["events_never_seen"],
-                    "where": freshness_where(fresh)})
+        for goal, (limit, below) in {"": (GOAL_FRESHNESS_P95_S, False),
+                                     ", the dashboard's goal": (GOAL_DASHBOARD_FRESHNESS_P95_S, True)}.items():
+            out.append({"goal": f"freshness p95 {'<' if below else '<='} {limit:.0f} s at {fresh['rate_target']:,} "
+                                f"events/s (dashboard API{goal})",
+                        "measured": f"{'>= ' if fresh['api']['lower_bounds'] else ''}{_fmt_s(p95)} (PostgreSQL "
+                                    f"{'>= ' if fresh['postgres']['lower_bounds'] else ''}"
+                                    f"{_fmt_s(fresh['postgres']['p95'])})",
+                        "value": p95,
+                        "met": p95 is not None and (p95 < limit if below else p95 <= limit)
+                        and not fresh["api"]["events_never_seen"],
+                        "where": f"the run of the {GOAL_FRESHNESS_P95_S:.0f} s goal above" if below
+                        else freshness_where(fresh)})
     dash = r.get("dashboard")
     if dash:
         out.append({"goal": f"dashboard API p95 < {GOAL_API_P95_MS:.0f} ms at {CONCURRENCY} concurrent clients",
