@@ -1868,7 +1868,7 @@ absolute numbers move from run to run, the ratios much less.
   process sends v1 events (no faults) at a steady rate and records when each event was made.
   The percentiles are those of the events made after a warm-up at the same rate (30 s in the
   full run): steady state, as the first micro-batches at a new rate compile their code and fill
-  caches (in our runs they took 5-6 s instead of ~3 s). The table also gives the p95 with the
+  caches (in some of our runs they took 5-6 s instead of ~3 s). The table also gives the p95 with the
   warm-up's events; the baseline is measured the same way.
   Before it, one data-quality pass validates the rows already in the lake (steady state: a
   running stream's monitor would have validated them while catching up).
