@@ -899,25 +899,20 @@ def start_producer(settings: Settings, rate: int, seconds: float, seed: int, out
     return proc
 
 
-def _latencies(timeline: dict, samples: list[tuple[float, int]], base: int, since: float | None = None):
-    """Per event (made at or after ``since``, if given): the first poll that saw it (the n-th
-    event is seen once the count reaches n) minus its creation time. Events never seen get the
-    last poll's time instead, a lower bound. Returns (latencies in s, how many of them are such
-    lower bounds)."""
+def _latencies(created, samples: list[tuple[float, int]], base: int):
+    """Per event (``created``: each one's creation time): the first poll that saw it (the n-th
+    event is seen once the count reaches n) minus its creation time, and whether no poll saw it
+    (the last poll's time stands in: a lower bound). None without polls."""
     import numpy as np
 
-    total = timeline["events"]
-    created = _created(timeline)
-    mine = created >= since if since is not None else np.ones(total, dtype=bool)
-    if total == 0 or not samples:
-        return np.array([]), int(mine.sum())
-    n = np.arange(1, total + 1)
+    if not samples:
+        return None
     ts = np.array([t for t, _ in samples])
     cs = np.maximum.accumulate(np.array([c - base for _, c in samples]))
-    idx = np.searchsorted(cs, n, side="left")
+    idx = np.searchsorted(cs, np.arange(1, len(created) + 1), side="left")
     seen = idx < len(cs)
     visible = np.where(seen, ts[np.minimum(idx, len(ts) - 1)], ts[-1])
-    return (visible - created)[mine], int((~seen)[mine].sum())
+    return visible - created, ~seen
 
 
 def _created(timeline: dict):
@@ -926,6 +921,16 @@ def _created(timeline: dict):
 
     times, counts = np.array(timeline["times"]), np.array(timeline["counts"])
     return times[np.searchsorted(counts, np.arange(1, timeline["events"] + 1), side="left")]
+
+
+def _window_figures(latencies, events) -> dict:
+    """``_latency_figures`` of the events ``events`` (a mask) selects from ``_latencies``."""
+    import numpy as np
+
+    if latencies is None:
+        return _latency_figures(np.array([]), int(events.sum()))
+    lat, never = latencies
+    return _latency_figures(lat[events], int(never[events].sum()))
 
 
 def _latency_figures(lat, unseen: int) -> dict:
@@ -969,20 +974,22 @@ def run_freshness(settings: Settings, rate: int, seconds: float, drain: float, s
         time.sleep(0.5)
     for p in pollers.values():
         p.stop()
+    import numpy as np
+
     created = _created(timeline)
     since = float(created[0]) + warmup if len(created) else None
-    measured = created[created >= since] if len(created) else created
+    steady = created >= since if since is not None else np.ones(0, dtype=bool)  # made after the warm-up
+    measured = created[steady]
     span = float(measured[-1] - measured[0]) if len(measured) > 1 else seconds
     result = {"rate_target": rate, "rate_achieved": round(len(measured) / max(span, 1e-9), 1),
               "events": len(measured), "events_sent": total, "warmup_seconds": warmup,
               "delivered": timeline["delivered"], "created_from": since,
               "poll_interval_s": {k: v[1] for k, v in probes.items()}}
     for name, p in pollers.items():
-        lat, unseen = _latencies(timeline, p.samples, bases[name], since)
-        result[name] = {**_latency_figures(lat, unseen), "poll_errors": p.errors}
+        latencies = _latencies(created, p.samples, bases[name])
+        result[name] = {**_window_figures(latencies, steady), "poll_errors": p.errors}
         if warmup:
-            lat, unseen = _latencies(timeline, p.samples, bases[name])
-            result[f"{name}_with_warmup"] = _latency_figures(lat, unseen)
+            result[f"{name}_with_warmup"] = _window_figures(latencies, np.ones(len(created), dtype=bool))
     result["_timeline"] = timeline
     return result
 

@@ -970,7 +970,7 @@ def consumer_needs(spark, settings: Settings, now: dt.datetime, out=print) -> di
         finally:
             conn.close()
         for table, version, table_id in synced:
-            if table in TABLES and exists(settings, table) and table_id == storage.table_id(spark, settings, table):
+            if ids.get(table_id) == table:  # the table the sync copied is still the one there
                 need(table, int(version) + 1, "the PostgreSQL sync")
     except Exception as e:  # noqa: BLE001 - the sync's position is a refinement; say so and go on
         out(f"note: cannot read the serving sync's position ({str(e).strip().splitlines()[0][:120]}); "
