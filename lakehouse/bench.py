@@ -609,38 +609,7 @@ def catch_up(spark, settings: Settings, listener, steps: Steps, records: int, ce
     out["steps_seconds"] = steps.summary(since)
     out["bronze_rows"] = storage.read(spark, settings, "bronze.events").count()
     out["accounted"] = out["bronze_rows"] == records
-    with contextlib.suppress(Exception):
-        out["silver_plan"] = silver_plan(spark, settings)
     return out
-
-
-def silver_plan(spark, settings: Settings) -> dict:
-    """Why silver costs what it costs, read off Spark's physical plans: the JSON parses and
-    VARIANT field reads in the plan of the judged rows, and in the plan of the valid rows as
-    silver's split builds them (on the judged rows it keeps), and whether that plan's Filter is
-    compiled (whole-stage code generation) or interpreted. Judged rows that are not kept let the
-    optimizer push the split's filter below the parse, which repeats it hundreds of times."""
-    from lakehouse import storage
-    from lakehouse.silver import stream as silver_stream
-    from lakehouse.silver import transforms as T
-
-    bronze = storage.read(spark, settings, "bronze.events")
-    judged = T.judge(T.parse(bronze, seed_timezone=settings.seed_timezone, late_after=settings.late_after))
-
-    def plan(df) -> str:
-        return df._jdf.queryExecution().executedPlan().toString()
-
-    fresh, _, kept = silver_stream.split(bronze, settings, None)
-    try:
-        judged_plan, valid_plan = plan(judged), plan(fresh)
-    finally:
-        kept.unpersist()
-    filters = [line.strip(" +-:") for line in valid_plan.splitlines() if "Filter (" in line]
-    return {"json_parses_judged": judged_plan.count("parseJson"), "json_parses_valid": valid_plan.count("parseJson"),
-            "variant_reads_judged": judged_plan.count("variant_get("),
-            "variant_reads_valid": valid_plan.count("variant_get("),
-            "filter_chars": max((len(f) for f in filters), default=0),
-            "filter_compiled": all(f.startswith("*") for f in filters) if filters else None}
 
 
 def spark_jvm_pid() -> int | None:
@@ -702,10 +671,9 @@ def checks_overhead(spark, settings: Settings, records: int, repeats: int = 2) -
         noop(T.valid_events(first))
 
     def rules() -> None:
-        fresh, quarantine, judged = silver_stream.split(bronze, settings, None)
+        fresh, quarantine, _ = silver_stream.split(bronze, settings, None)
         noop(fresh)
         noop(quarantine)
-        judged.unpersist()
 
     def expectations() -> None:  # one monitor pass: these rows as one interval's, and gold as it is
         for table, df in (("bronze.events", bronze), ("silver.events", silver)):
@@ -1651,15 +1619,6 @@ def pipeline_where(r: dict) -> str:
     text = "layer times: " + "; ".join(parts) + f"; then the PostgreSQL sync {pipe['sync']['seconds']:.1f} s"
     if _steps_text(pipe.get("steps_seconds", {})):
         text += ". Inside the batches: " + _steps_text(pipe["steps_seconds"])
-    sp = pipe.get("silver_plan")
-    if sp and sp["variant_reads_valid"] > 2 * sp["variant_reads_judged"]:
-        text += (f". In silver, the filter that keeps the valid rows (`size(failed_rules) = 0`) is pushed below the "
-                 f"JSON parsing: its Filter expression ({sp['filter_chars']:,} characters, "
-                 f"{'interpreted, not code-generated' if sp['filter_compiled'] is False else 'code-generated'}) "
-                 f"holds {sp['json_parses_valid']} JSON parses and {sp['variant_reads_valid']} VARIANT reads, "
-                 f"against {sp['json_parses_judged']} and {sp['variant_reads_judged']} for judging the rows once; "
-                 "the quarantine filter and the de-duplication window evaluate it again. Keeping the judged "
-                 "rows (silver.stream.split persists them) before splitting them avoids it")
     return text
 
 
