@@ -796,8 +796,8 @@ def _catch_up_silver(spark, settings: Settings) -> dict:
     fresh_n = quarantined_n = 0
     if n:
         # against the whole of silver, as a replay de-duplicates
-        fresh, quarantined, _ = silver_stream.split(missing, settings, silver_stream.keys_in(silver))
-        fresh, quarantined = fresh.localCheckpoint(), quarantined.localCheckpoint()
+        rows = silver_stream.split(missing, settings, silver_stream.keys_in(silver))
+        fresh, quarantined = rows.events, rows.quarantine.localCheckpoint()  # split pins the events
         fresh_n, quarantined_n = fresh.count(), quarantined.count()
         if quarantined_n:
             quarantined.write.format("delta").mode("append").save(settings.table_path("silver.quarantine"))

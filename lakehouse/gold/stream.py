@@ -48,7 +48,7 @@ _ADD_BY_MINUTE = {
 
 def process_batch(events: DataFrame, batch_id: int, settings: Settings, writer: str) -> int:
     """Merge one batch of new silver rows into the gold tables; returns gold's table version.
-    ``events`` must be materialized (silver hands a local checkpoint). The aggregates go
+    ``events`` must be pinned (silver hands rows of a local checkpoint). The aggregates go
     first: they are what the overview shows."""
     spark = events.sparkSession
     storage.merge_once(T.status_by_location(events), settings, GOLD_STATUS_BY_LOCATION, writer, batch_id, _ADD)
