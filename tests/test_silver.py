@@ -135,16 +135,28 @@ def test_split_quarantines_every_copy_and_bad_record_with_its_payload(spark):
     def known(keys):  # e-1 is already in silver
         return keys.where("event_key = 'v1:e-1'")
 
-    fresh, quarantine, kept = split(bronze(spark, payloads), get_settings(), known)
-    try:
-        assert [r["event_key"] for r in fresh.collect()] == ["v1:e-2"]
-        rows = sorted(quarantine.collect(), key=lambda r: r["offset"])
-        assert [(r["offset"], r["failed_rules"]) for r in rows] == [
-            (0, ["unique_event"]), (2, ["unique_event"]), (3, ["json_object"])]
-        assert [bytes(r["value"]) for r in rows] == [payloads[0], payloads[2], payloads[3]]
-        assert [r["value_text"] for r in rows] == [payloads[0].decode(), payloads[2].decode(), payloads[3].decode()]
-    finally:
-        kept.unpersist()
+    rows = split(bronze(spark, payloads), get_settings(), known)
+    assert rows.known
+    assert [r["event_key"] for r in rows.events.collect()] == ["v1:e-2"]
+    quarantined = sorted(rows.quarantine.collect(), key=lambda r: r["offset"])
+    assert [(r["offset"], r["failed_rules"]) for r in quarantined] == [
+        (0, ["unique_event"]), (2, ["unique_event"]), (3, ["json_object"])]
+    assert [bytes(r["value"]) for r in quarantined] == [payloads[0], payloads[2], payloads[3]]
+    assert [r["value_text"] for r in quarantined] == [payloads[0].decode(), payloads[2].decode(), payloads[3].decode()]
+
+
+def test_split_with_no_known_event_keeps_the_first_copy_of_each_and_numbers_every_record(spark):
+    from lakehouse.settings import get_settings
+    from lakehouse.silver.stream import split
+
+    payloads = [v1(), v1(event_id="e-2"), v1(event_id="e-2"), b"{not json"]
+    rows = split(bronze(spark, payloads), get_settings(), lambda keys: None)  # silver holds none of them
+    assert not rows.known
+    assert sorted(r["event_key"] for r in rows.events.collect()) == ["v1:e-1", "v1:e-2"]
+    assert sorted((r["offset"], r["copy"]) for r in rows.numbered.collect()) == [(0, 1), (1, 1), (2, 2), (3, None)]
+    quarantined = sorted(rows.quarantine.collect(), key=lambda r: r["offset"])
+    assert [(r["offset"], r["failed_rules"], bytes(r["value"])) for r in quarantined] == [
+        (2, ["unique_event"], payloads[2]), (3, ["json_object"], payloads[3])]
 
 
 def test_valid_events_match_the_declared_silver_schema(spark):
