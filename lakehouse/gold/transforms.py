@@ -71,17 +71,19 @@ def timeline(events: DataFrame, state: DataFrame) -> DataFrame:
                           F.lit(-1).alias("partition"), F.lit(-1).cast("bigint").alias("offset")))
     w = Window.partitionBy("server_id").orderBy("event_time", "partition", "offset")
     running = w.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    rows = (new.unionByName(prior_rows)
+    # Layers of columns, each reading the one before (one plan analysis per layer, not per column).
+    return (new.unionByName(prior_rows)
             .withColumn("_prev", F.lag("status_color").over(w))
-            .withColumn("_change", F.expr("CASE WHEN is_prior THEN prior_since "
-                                          "WHEN _prev IS NULL OR _prev != status_color THEN event_time END"))
-            .withColumn("status_since", F.last("_change", ignorenulls=True).over(running))
-            .withColumn("_started", F.expr(f"NOT is_prior AND status_color != '{GREEN}' "
-                                           f"AND (_prev IS NULL OR _prev = '{GREEN}')"))
-            .withColumn("_ended", F.expr(f"NOT is_prior AND status_color = '{GREEN}' "
-                                         f"AND _prev IS NOT NULL AND _prev != '{GREEN}'"))
-            .withColumn("_run", F.sum(F.col("_started").cast("int")).over(running)))
-    return rows
+            .withColumns({
+                "_change": F.expr("CASE WHEN is_prior THEN prior_since "
+                                  "WHEN _prev IS NULL OR _prev != status_color THEN event_time END"),
+                "_started": F.expr(f"NOT is_prior AND status_color != '{GREEN}' AND (_prev IS NULL OR _prev = '{GREEN}')"),
+                "_ended": F.expr(f"NOT is_prior AND status_color = '{GREEN}' AND _prev IS NOT NULL AND _prev != '{GREEN}'"),
+            })
+            .withColumns({
+                "status_since": F.last("_change", ignorenulls=True).over(running),
+                "_run": F.sum(F.col("_started").cast("int")).over(running),
+            }))
 
 
 def from_timeline(rows: DataFrame, open_incidents: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -101,17 +103,20 @@ def from_timeline(rows: DataFrame, open_incidents: DataFrame) -> tuple[DataFrame
     opened = open_incidents.select("server_id", F.col("incident_id").alias("_open_id"),
                                    F.col("started_at").alias("_open_start"), F.col("worst_severity").alias("_open_worst"))
     incidents = (spans.join(opened, "server_id", "left")
-                 # run 0 continues the incident that was open before these events
-                 .withColumn("started_at", F.expr("CASE WHEN _run = 0 THEN coalesce(_open_start, _start) ELSE _start END"))
-                 .withColumn("worst_severity", F.expr(
-                     "CASE WHEN _run = 0 THEN least(coalesce(_open_worst, _worst), coalesce(_worst, _open_worst)) "
-                     "ELSE _worst END"))
-                 .withColumn("incident_id", F.expr(
-                     "CASE WHEN _run = 0 AND _open_id IS NOT NULL THEN _open_id "
-                     "ELSE concat(server_id, '@', date_format(started_at, \"yyyy-MM-dd'T'HH:mm:ss.SSS'Z'\")) END"))
+                 .withColumns({
+                     # run 0 continues the incident that was open before these events
+                     "started_at": F.expr("CASE WHEN _run = 0 THEN coalesce(_open_start, _start) ELSE _start END"),
+                     "worst_severity": F.expr(
+                         "CASE WHEN _run = 0 THEN least(coalesce(_open_worst, _worst), coalesce(_worst, _open_worst)) "
+                         "ELSE _worst END"),
+                 })
                  .where("started_at IS NOT NULL")
-                 .withColumn("duration_seconds",
-                             F.expr("timestampdiff(SECOND, started_at, ended_at)"))
-                 .withColumn("is_open", F.col("ended_at").isNull())
+                 .withColumns({
+                     "incident_id": F.expr(
+                         "CASE WHEN _run = 0 AND _open_id IS NOT NULL THEN _open_id "
+                         "ELSE concat(server_id, '@', date_format(started_at, \"yyyy-MM-dd'T'HH:mm:ss.SSS'Z'\")) END"),
+                     "duration_seconds": F.expr("timestampdiff(SECOND, started_at, ended_at)"),
+                     "is_open": F.col("ended_at").isNull(),
+                 })
                  .select(*GOLD_INCIDENTS.column_names))
     return new_state, incidents
