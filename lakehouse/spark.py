@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 from lakehouse.jars import resolve
@@ -48,6 +49,9 @@ def get_spark(app_name: str = "lakehouse", settings: Settings | None = None, **c
 
     settings = settings or get_settings()
     check_java()
+    # Python workers (what Spark runs Python code in) use this interpreter and its packages,
+    # not whichever `python3` comes first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if settings.spark_master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
