@@ -101,7 +101,7 @@ def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: 
         # coordinates of every silver row (~25% of the known-keys step on a 1M-row silver).
         rerun = storage.may_hold(settings, SILVER_EVENTS.name, writer, batch_id)
         fresh, quarantine, numbered, known = split(bronze, settings, known_keys(settings, bronze if rerun else None))
-        # The counts from one scan of the numbered records (a micro-batch's fit in the driver):
+        # The counts from one scan of the numbered records (a micro-batch's copy column fits in the driver):
         # null for a record that failed a rule, 1 for the first copy of an event, 2, 3... for
         # its later copies. Firsts of events silver already held are duplicates too.
         copy = numbered.select("copy").toArrow().column(0)
