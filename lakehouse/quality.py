@@ -553,15 +553,8 @@ def view_frame(spark, settings: Settings, view: str, df) -> tuple:
     if view == "silver.events":
         return df, {}
     if view == "silver.keys":
-        return keys_view(_read(spark, settings, SILVER_EVENTS.name), df), {}
+        return keys_view(storage.read(spark, settings, SILVER_EVENTS.name), df), {}
     raise ValueError(f"no batch view {view!r}")
-
-
-def _read(spark, settings: Settings, name: str, version: int | None = None):
-    reader = spark.read.format("delta")
-    if version is not None:
-        reader = reader.option("versionAsOf", version)
-    return reader.load(settings.table_path(name))
 
 
 def gold_views(spark, settings: Settings, snapshot: dict[str, int]) -> dict:
@@ -573,14 +566,14 @@ def gold_views(spark, settings: Settings, snapshot: dict[str, int]) -> dict:
 
     sbl = small(GOLD_STATUS_BY_LOCATION.name)
     consumed = snapshot[SILVER_EVENTS.name]
-    silver_count = _read(spark, settings, SILVER_EVENTS.name, consumed).count() if consumed >= 0 else 0
+    silver_count = storage.read(spark, settings, SILVER_EVENTS.name, consumed).count() if consumed >= 0 else 0
     totals = (sbl.agg(F.coalesce(F.sum("event_count"), F.lit(0)).cast("bigint").alias("gold_event_count"))
               .withColumn("silver_event_count", F.lit(silver_count).cast("bigint")))
     state = small(GOLD_SERVER_STATE.name)
     open_incidents = (small(GOLD_INCIDENTS.name, ("is_open", True)).select("incident_id", "server_id", "started_at")
                       .join(state.select("server_id", F.col("status_color").alias("server_status")), "server_id", "left"))
     return {"gold.status_by_location": sbl,
-            "gold.status_by_minute": _read(spark, settings, GOLD_STATUS_BY_MINUTE.name,
+            "gold.status_by_minute": storage.read(spark, settings, GOLD_STATUS_BY_MINUTE.name,
                                            snapshot[GOLD_STATUS_BY_MINUTE.name]),
             "gold.layer_totals": totals, "gold.open_incidents": open_incidents}
 
@@ -661,7 +654,7 @@ def quarantine_counts(spark, settings: Settings) -> list[dict]:
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
-    rows = (_read(spark, settings, SILVER_QUARANTINE.name)
+    rows = (storage.read(spark, settings, SILVER_QUARANTINE.name)
             .select(F.explode("failed_rules").alias("rule"), "topic", "partition", "offset", "reason",
                     F.substring("value_text", 1, SAMPLE_TEXT).alias("value_text"), "quarantined_at"))
     latest = Window.partitionBy("rule").orderBy(F.desc("quarantined_at"), F.desc("partition"), F.desc("offset"))
@@ -858,7 +851,7 @@ class QualityRunner:
     def _validated(self, validation_id: str) -> bool:
         from pyspark.sql import functions as F
 
-        results = _read(self.spark, self.settings, QUALITY_RESULTS.name)
+        results = storage.read(self.spark, self.settings, QUALITY_RESULTS.name)
         return results.where(F.col("validation_id") == validation_id).limit(1).count() > 0
 
     def validate_gold(self, snapshot: dict[str, int], ctx=None, *, escape: bool = False,
@@ -1070,7 +1063,7 @@ def build_docs(spark, settings: Settings, out: Path) -> Path:
     ctx = _context(site_dir=out)
     runner = QualityRunner(spark, settings, postgres=False)
     for table in (BRONZE_EVENTS.name, SILVER_EVENTS.name):
-        runner.validate_batch(spark, table, _read(spark, settings, table), info={}, key="report", ctx=ctx, escape=True,
+        runner.validate_batch(spark, table, storage.read(spark, settings, table), info={}, key="report", ctx=ctx, escape=True,
                               run_name=REPORT_RUN)
     snapshot = gold_snapshot(spark, settings, attempts=3) or \
         {SILVER_EVENTS.name: storage.version(spark, settings, SILVER_EVENTS.name),
@@ -1089,7 +1082,7 @@ def summary(spark, settings: Settings, last: int = 20) -> list[dict]:
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
-    per_validation = (_read(spark, settings, QUALITY_RESULTS.name)
+    per_validation = (storage.read(spark, settings, QUALITY_RESULTS.name)
                       .groupBy("table_name", "rule", "validation_id")
                       .agg(F.max("validated_at").alias("at"), F.min(F.col("success").cast("int")).alias("ok"),
                            F.sum("unexpected_count").alias("unexpected"),
@@ -1126,7 +1119,7 @@ def faults_by_rule(spark, settings: Settings, manifest: dict) -> dict:
     caught: dict[str, dict[str, int]] = {}
     if kind_of:
         shas = spark.createDataFrame([(s,) for s in kind_of], "sha STRING")
-        found = (_read(spark, settings, SILVER_QUARANTINE.name)
+        found = (storage.read(spark, settings, SILVER_QUARANTINE.name)
                  .select(F.sha2("value", 256).alias("sha"), "failed_rules")
                  .join(F.broadcast(shas), "sha").collect())
         for row in found:
@@ -1136,7 +1129,7 @@ def faults_by_rule(spark, settings: Settings, manifest: dict) -> dict:
     late_ids = [r["event_id"] for r in manifest.get("injected", []) if r["kind"] == "late_event"]
     late = 0
     if late_ids:
-        late = (_read(spark, settings, SILVER_EVENTS.name)
+        late = (storage.read(spark, settings, SILVER_EVENTS.name)
                 .where(F.col("event_id").isin(late_ids) & F.col("is_late")).count())
     return {"by_rule": caught, "late_in_silver": late, "injected": dict(manifest.get("faults", {}))}
 

@@ -49,8 +49,10 @@ def ensure_tables(spark: SparkSession, settings: Settings) -> None:
                   f"USING DELTA {partition} TBLPROPERTIES ({tblprops})")
 
 
-def read(spark: SparkSession, settings: Settings, name: str) -> DataFrame:
-    return spark.read.format("delta").load(settings.table_path(name))
+def read(spark: SparkSession, settings: Settings, name: str, version: int | None = None) -> DataFrame:
+    """A table with Spark, as of ``version`` (default: the latest)."""
+    reader = spark.read.format("delta")
+    return (reader if version is None else reader.option("versionAsOf", version)).load(settings.table_path(name))
 
 
 def read_small(spark: SparkSession, settings: Settings, name: str, equals: tuple[str, object] | None = None,
@@ -63,8 +65,7 @@ def read_small(spark: SparkSession, settings: Settings, name: str, equals: tuple
     Spark read."""
     location = settings.table_path(name)
     if not is_local(location):
-        reader = spark.read.format("delta")
-        df = (reader if version is None else reader.option("versionAsOf", version)).load(location)
+        df = read(spark, settings, name, version)
         return df.where(F.col(equals[0]) == F.lit(equals[1])) if equals else df
     import pyarrow.compute as pc
     from deltalake import DeltaTable

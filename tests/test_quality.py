@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from lakehouse import quality, rules
+from lakehouse import quality, rules, storage
 from lakehouse.rules import CHECKS, DUPLICATE_RULE, RULES, Check, Expect, Rule, in_set, validate_rules
 from lakehouse.settings import ConfigError, get_settings
 from lakehouse.silver import transforms as T
@@ -264,7 +264,7 @@ def assert_offline(site: Path) -> None:
 # --- on the real stack -----------------------------------------------------------------------------
 
 def quality_rows(spark, settings):
-    return quality._read(spark, settings, "quality.results")
+    return storage.read(spark, settings, "quality.results")
 
 
 def pg(settings, sql: str, params=()):
