@@ -660,7 +660,8 @@ def _released(spark):
 def checks_overhead(spark, settings: Settings, records: int, repeats: int = 2) -> dict:
     """Silver over the pre-loaded bronze rows (batch, into Spark's no-op sink) with and without
     the data-quality checks, alternated, best of ``repeats`` each. Without: parse and
-    de-duplicate, every parsed record kept. With: the row-level rules judged and split (what
+    de-duplicate, every parsed record kept, the new rows pinned (silver hands them to gold's
+    merge in the same micro-batch, so a silver without checks would keep them too). With: the row-level rules judged and split (what
     silver runs), slowed by the data-quality monitor: one pass of it (the bronze and silver
     suites over these rows as one interval's new rows, sampled as the monitor samples them, and
     gold as it stands) takes its CPU seconds from the machine once per pass and wait."""
@@ -681,10 +682,12 @@ def checks_overhead(spark, settings: Settings, records: int, repeats: int = 2) -
     def noop(df) -> None:
         df.write.format("noop").mode("overwrite").save()
 
-    def without() -> None:  # one output: nothing to keep between two
-        parsed = T.judge(T.parse(bronze, seed_timezone=settings.seed_timezone, late_after=settings.late_after), nothing)
-        first, _ = T.first_per_event(T.number_copies(parsed))
-        noop(T.valid_events(first))
+    def without() -> None:
+        with _released(spark):
+            parsed = T.judge(T.parse(bronze, seed_timezone=settings.seed_timezone, late_after=settings.late_after),
+                             nothing)
+            first, _ = T.first_per_event(T.number_copies(parsed))
+            noop(T.valid_events(first).localCheckpoint())
 
     def rules() -> None:
         with _released(spark):
@@ -1821,14 +1824,14 @@ absolute numbers move from run to run, the ratios much less.
   each timed from start to termination, then `serving.sync.sync_all`. The refining query's
   time is split into silver (the time of its batches' silver part) and gold (the rest). Each
   layer's events/s is the run's records over that layer's time; "whole" is records over the
-  layers' summed time. Silver's physical plan is also read
-  to count the JSON parses and VARIANT reads its filters evaluate. Inside silver's
+  layers' summed time. Inside silver's
   and gold's micro-batches (here and in the freshness run) the bench times each batch, silver's
   Delta appends and gold's MERGEs by wrapping those functions in its own process; the rest of a
   batch ("other") is its computation: parsing, judging, de-duplicating, aggregating, checkpoints.
 - **Data-quality checks**: silver's transforms over the pre-loaded bronze rows as one batch into
   Spark's no-op sink, best of two alternated runs each: without checks (parse, de-duplicate,
-  keep every parsed record), with the row-level rules (silver's own split into valid and
+  keep every parsed record; its new rows pinned, as silver keeps them for gold's merge in the
+  same micro-batch), with the row-level rules (silver's own split into valid and
   quarantined rows), then slowed by the data-quality monitor, which `lakehouse stream` runs in
   a thread of its own. One monitor pass is timed: the bronze and silver suites over the same
   rows as one interval's new rows, the per-row suites and key uniqueness on a sample of

@@ -2,7 +2,8 @@
 
 **Silver rules** (``RULES``): name, stage, check, reason, policy. Each check is a Spark SQL
 predicate over the columns that ``silver.transforms.parse`` adds (``v`` is the message
-parsed as a VARIANT, ``fmt`` its detected format, ``json_type_<field>`` a field's JSON type,
+parsed as a VARIANT, ``fields`` its known fields as VARIANTs, ``fmt`` its detected format,
+``json_type_<field>`` a field's JSON type,
 read once per record). A record fails a rule when the predicate
 is false or null. Content rules let a missing value pass: a missing field is reported
 once, by ``required_fields``. Rules run in stages: a record that fails a stage is judged on
@@ -191,7 +192,9 @@ def _strings_typed(fields: tuple[str, ...]) -> str:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("valid_utf8", 1, "is_valid_utf8(CAST(value AS STRING))", "payload is not valid UTF-8"),
+    # An oversized payload is judged by its size alone (not scanned: it can be megabytes).
+    Rule("valid_utf8", 1, f"octet_length(value) > {MAX_MESSAGE_BYTES} OR is_valid_utf8(CAST(value AS STRING))",
+         "payload is not valid UTF-8"),
     Rule("message_size", 1, f"octet_length(value) <= {MAX_MESSAGE_BYTES}",
          f"payload is larger than {MAX_MESSAGE_BYTES} bytes"),
     # A message in a known format is an object (a field was found in it): only the others need
@@ -200,14 +203,14 @@ RULES: tuple[Rule, ...] = (
          "payload is not a JSON object (malformed or truncated)"),
     Rule("known_format", 3, "fmt IS NOT NULL", "neither a v1 nor an original-format message",
          expect=(not_null("source_format"), in_set("source_format", ("v1", "seed")))),
-    Rule("required_fields", 4, "size(missing_fields) = 0", "required fields are missing",
+    Rule("required_fields", 4, "missing_fields = ''", "required fields are missing",
          expect=tuple(not_null(c) for c in SILVER_REQUIRED)),
     Rule("field_types", 4,
          f"CASE fmt WHEN 'v1' THEN {_strings_typed(_V1_STRINGS)} AND {_typed('schema_version', _INTEGER)} "
          f"AND {_typed('estimated_resolution_time', _INTEGER)} "
          f"ELSE {_strings_typed(_SEED_STRINGS)} AND {_typed('event_estimated_issue_resolution_time', _INTEGER)} END",
          "a field has the wrong JSON type"),
-    Rule("schema_version", 4, f"fmt = 'seed' OR try_variant_get(v, '$.schema_version', 'int') = {V1_SCHEMA_VERSION}",
+    Rule("schema_version", 4, f"fmt = 'seed' OR try_variant_get(fields.schema_version, '$', 'int') = {V1_SCHEMA_VERSION}",
          f"v1 message with a schema_version other than {V1_SCHEMA_VERSION}"),
     Rule("event_time_valid", 4, f"event_time IS NOT NULL OR NOT ({json_type('event_time')} <=> 'STRING' "
                                f"OR {json_type('event_datetime')} <=> 'STRING')",

@@ -84,6 +84,13 @@ def get_spark(app_name: str = "lakehouse", settings: Settings | None = None, **c
         .config("spark.databricks.delta.optimizeWrite.enabled", "true")
         .config("spark.databricks.delta.autoCompact.enabled", "true")
     )
+    # Whole-stage code generation compiles silver's parse and rules into one Java method of ~18 KB
+    # of bytecode. HotSpot leaves methods over 8,000 bytes to its interpreter (DontCompileHugeMethods,
+    # the limit Spark's spark.sql.codegen.hugeMethodLimit documents): measured on 200,000 events,
+    # silver with its rules 7.3 -> 5.5 s once the JVM may compile them.
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        if key not in conf:
+            builder = builder.config(key, "-XX:-DontCompileHugeMethods")
     if settings.spark_master.startswith("local"):
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     for key, value in conf.items():

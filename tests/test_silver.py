@@ -159,6 +159,22 @@ def test_split_with_no_known_event_keeps_the_first_copy_of_each_and_numbers_ever
         (2, ["unique_event"], payloads[2]), (3, ["json_object"], payloads[3])]
 
 
+def test_split_quarantines_an_oversized_record_whole_and_its_text_cut(spark):
+    from lakehouse.settings import get_settings
+    from lakehouse.silver.stream import split
+
+    huge = v1(event_id="e-2", city="x" * 70_000)
+    rows = split(bronze(spark, [v1(), huge, b"{not json"]), get_settings(), None)
+    assert [r["offset"] for r in rows.numbered.where(T.LEFT_BEHIND).collect()] == [1]  # not carried through the sort
+    quarantined = sorted(rows.quarantine.collect(), key=lambda r: r["offset"])
+    assert [(r["offset"], r["failed_rules"]) for r in quarantined] == [(1, ["message_size"]), (2, ["json_object"])]
+    assert bytes(quarantined[0]["value"]) == huge and quarantined[0]["value_text"] == huge.decode()[:T.QUARANTINE_TEXT_LIMIT]
+
+
+def test_a_json_null_field_is_present_with_the_wrong_type(spark):
+    assert failed(spark, v1(city=None)) == ["field_types"]
+
+
 def test_valid_events_match_the_declared_silver_schema(spark):
     from lakehouse.tables import SILVER_EVENTS
 
