@@ -1,11 +1,10 @@
 """Quality rules, declared once as data: the silver routing rules and the layer checks.
 
 **Silver rules** (``RULES``): name, stage, check, reason, policy. Each check is a Spark SQL
-predicate over the columns that ``silver.transforms.parse`` adds (``v`` is the message
-parsed as a VARIANT, ``fields`` its known fields as VARIANTs, ``fmt`` its detected format,
-``json_type_<field>`` a field's JSON type,
-read once per record). A record fails a rule when the predicate
-is false or null. Content rules let a missing value pass: a missing field is reported
+predicate over the columns that ``silver.transforms.parse`` adds (``is_utf8`` whether the
+payload is valid UTF-8, ``v`` the message parsed as a VARIANT, ``fields`` its known fields
+as VARIANTs, ``fmt`` its detected format, ``json_type_<field>`` a field's JSON type, each
+read once per record). A record fails a rule when the predicate is false or null. Content rules let a missing value pass: a missing field is reported
 once, by ``required_fields``. Rules run in stages: a record that fails a stage is judged on
 that stage alone (a message that is not JSON is not also reported as missing every field).
 
@@ -193,8 +192,7 @@ def _strings_typed(fields: tuple[str, ...]) -> str:
 
 RULES: tuple[Rule, ...] = (
     # An oversized payload is judged by its size alone (not scanned: it can be megabytes).
-    Rule("valid_utf8", 1, f"octet_length(value) > {MAX_MESSAGE_BYTES} OR is_valid_utf8(CAST(value AS STRING))",
-         "payload is not valid UTF-8"),
+    Rule("valid_utf8", 1, "is_utf8 IS NOT FALSE", "payload is not valid UTF-8"),
     Rule("message_size", 1, f"octet_length(value) <= {MAX_MESSAGE_BYTES}",
          f"payload is larger than {MAX_MESSAGE_BYTES} bytes"),
     # A message in a known format is an object (a field was found in it): only the others need
