@@ -123,7 +123,7 @@ def test_duplicates_keep_the_first_copy_and_quarantine_the_rest(spark):
     b = bronze(spark, [v1(), v1(event_id="e-2"), v1()])
     first, copies = T.first_per_event(T.number_copies(T.judge(T.parse(b))))
     assert sorted(r["offset"] for r in first.collect()) == [0, 1]
-    dup = T.as_duplicates(T.with_payload(copies, b)).collect()
+    dup = T.as_quarantined(T.with_payload(copies, b)).collect()
     assert [(r["offset"], r["failed_rules"], bytes(r["value"])) for r in dup] == [(2, ["unique_event"], v1())]
 
 

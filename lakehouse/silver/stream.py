@@ -55,8 +55,7 @@ def split(bronze: DataFrame, settings: Settings, known: Callable[[DataFrame], Da
     events = T.valid_events(first)
     # The copies of events, and the failed records whose payload was too large to carry, take it back from bronze.
     fetched = T.with_payload(copies.unionByName(numbered.where(T.LEFT_BEHIND)), bronze)
-    quarantine = (T.quarantined(numbered.where(f"NOT ({T.LEFT_BEHIND})")).unionByName(T.quarantined(fetched))
-                  .unionByName(T.as_duplicates(fetched.where("copy IS NOT NULL"))))
+    quarantine = T.quarantined(numbered.where(f"NOT ({T.LEFT_BEHIND})")).unionByName(T.as_quarantined(fetched))
     # Without known events, the new rows are a filter of the pinned ones; else computed once.
     return Split(events if seen is None else events.localCheckpoint(), quarantine, numbered, seen is not None)
 

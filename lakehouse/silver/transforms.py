@@ -195,10 +195,13 @@ def with_payload(rows: DataFrame, bronze: DataFrame) -> DataFrame:
     return rows.drop(*_PAYLOAD).join(payload, COORDS).select(*rows.columns)
 
 
-def as_duplicates(copies: DataFrame) -> DataFrame:
-    """Later copies of an event (their payload taken back: ``with_payload``) -> quarantine rows
-    under the duplicate rule."""
-    return (copies
-            .withColumn("failed_rules", F.array(F.lit(DUPLICATE_RULE.name)))
-            .withColumn("reason", F.concat(F.lit(DUPLICATE_RULE.reason + " (event_key "), F.col("event_key"), F.lit(")")))
+def as_quarantined(fetched: DataFrame) -> DataFrame:
+    """Numbered rows with their payload taken back (``with_payload``) -> quarantine rows: a
+    record that failed a rule under the rules it failed, a copy of an event under the
+    duplicate rule. One pass routes both, so their join with bronze runs once."""
+    copy = F.col("copy").isNotNull()
+    duplicate = F.concat(F.lit(DUPLICATE_RULE.reason + " (event_key "), F.col("event_key"), F.lit(")"))
+    return (fetched
+            .withColumns({"failed_rules": F.when(copy, F.array(F.lit(DUPLICATE_RULE.name))).otherwise(F.col("failed_rules")),
+                          "reason": F.when(copy, duplicate).otherwise(F.col("reason"))})
             .select(*_quarantine_columns()))
