@@ -4,9 +4,10 @@
 predicate over the columns that ``silver.transforms.parse`` adds (``is_utf8`` whether the
 payload is valid UTF-8, ``v`` the message parsed as a VARIANT, ``fields`` its known fields
 as VARIANTs, ``fmt`` its detected format, ``json_type_<field>`` a field's JSON type, each
-read once per record). A record fails a rule when the predicate is false or null. Content rules let a missing value pass: a missing field is reported
-once, by ``required_fields``. Rules run in stages: a record that fails a stage is judged on
-that stage alone (a message that is not JSON is not also reported as missing every field).
+read once per record). A record fails a rule when the predicate is false or null. Content
+rules let a missing value pass: a missing field is reported once, by ``required_fields``.
+Rules run in stages: a record that fails a stage is judged on that stage alone (a message
+that is not JSON is not also reported as missing every field).
 
 Policies: ``quarantine`` routes the row to silver.quarantine with the rule's name;
 ``warn`` counts and keeps it; ``fail`` stops the silver layer before it writes anything of

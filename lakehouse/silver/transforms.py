@@ -46,10 +46,9 @@ def _by_format(v1: str, seed: str) -> F.Column:
 
 def parse(bronze: DataFrame, *, seed_timezone: str = "UTC", late_after: str = "1 HOUR") -> DataFrame:
     """Bronze rows -> the same rows plus ``is_utf8`` (null when over the size limit: not
-    scanned), ``v`` (VARIANT), ``fields`` (each of ``TYPED_FIELDS``
-    as a VARIANT; null when missing), ``fmt``, the clean event fields, and
-    ``json_type_<field>`` for each of ``TYPED_FIELDS`` (its JSON type; null when the field is
-    missing).
+    scanned), ``v`` (VARIANT), ``fields`` (each of ``TYPED_FIELDS`` as a VARIANT; null when
+    missing), ``fmt``, the clean event fields, and ``json_type_<field>`` for each of
+    ``TYPED_FIELDS`` (its JSON type; null when the field is missing).
 
     The format is detected per record: v1 carries ``schema_version``, the original
     project's messages carry ``event_server_status_color_name_severity_level``. Original
@@ -114,7 +113,8 @@ def judge(parsed: DataFrame, rules: tuple[Rule, ...] = RULES) -> DataFrame:
 
     Built without higher-order functions (``filter``, ``transform``): Spark evaluates those
     outside whole-stage code generation, and a projection holding one is interpreted row by
-    row, with the parsed message copied between stages (measured: most of the rules' cost)."""
+    row, with the parsed message copied between stages (silver's split of 200,000 events,
+    with the JVM flag of ``lakehouse.spark``: 8.6 -> 7.0 s, measured alternated)."""
     blocking = [r for r in rules if r.policy == "quarantine"]
     stages = sorted({r.stage for r in blocking})
     first_failing = "CASE " + " ".join(f"WHEN _stage{s} <> '' THEN _stage{s}" for s in stages) + " ELSE '' END"
