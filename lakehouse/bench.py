@@ -661,10 +661,11 @@ def checks_overhead(spark, settings: Settings, records: int, repeats: int = 2) -
     """Silver over the pre-loaded bronze rows (batch, into Spark's no-op sink) with and without
     the data-quality checks, alternated, best of ``repeats`` each. Without: parse and
     de-duplicate, every parsed record kept, the new rows pinned (silver hands them to gold's
-    merge in the same micro-batch, so a silver without checks would keep them too). With: the row-level rules judged and split (what
-    silver runs), slowed by the data-quality monitor: one pass of it (the bronze and silver
-    suites over these rows as one interval's new rows, sampled as the monitor samples them, and
-    gold as it stands) takes its CPU seconds from the machine once per pass and wait."""
+    merge in the same micro-batch, so a silver without checks would keep them too). With: the
+    row-level rules judged and split (what silver runs), slowed by the data-quality monitor:
+    one pass of it (the bronze and silver suites over these rows as one interval's new rows,
+    sampled as the monitor samples them, and gold as it stands) takes its CPU seconds from the
+    machine once per pass and wait."""
     from lakehouse import quality, storage
     from lakehouse.rules import Rule
     from lakehouse.silver import stream as silver_stream

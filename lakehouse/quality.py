@@ -574,7 +574,7 @@ def gold_views(spark, settings: Settings, snapshot: dict[str, int]) -> dict:
                       .join(state.select("server_id", F.col("status_color").alias("server_status")), "server_id", "left"))
     return {"gold.status_by_location": sbl,
             "gold.status_by_minute": storage.read(spark, settings, GOLD_STATUS_BY_MINUTE.name,
-                                           snapshot[GOLD_STATUS_BY_MINUTE.name]),
+                                                  snapshot[GOLD_STATUS_BY_MINUTE.name]),
             "gold.layer_totals": totals, "gold.open_incidents": open_incidents}
 
 
