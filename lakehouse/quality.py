@@ -1109,8 +1109,10 @@ def summary(spark, settings: Settings, last: int = 20) -> list[dict]:
 
 
 def faults_by_rule(spark, settings: Settings, manifest: dict) -> dict:
-    """A simulator manifest's injected records, found by sha256 in silver.quarantine (and late
-    events in silver by event id): {rule: {kind: records}}, with the kinds not quarantined."""
+    """A simulator manifest's injected records, found in silver.quarantine by the sha256 of the
+    bronze record each row points to (its Kafka position: the quarantine keeps an oversized
+    payload cut, bronze keeps it whole), and late events in silver by event id:
+    {rule: {kind: records}}, with the kinds not quarantined."""
     from pyspark.sql import functions as F
 
     kind_of: dict[str, str] = {}
@@ -1119,7 +1121,9 @@ def faults_by_rule(spark, settings: Settings, manifest: dict) -> dict:
     caught: dict[str, dict[str, int]] = {}
     if kind_of:
         shas = spark.createDataFrame([(s,) for s in kind_of], "sha STRING")
-        found = (storage.read(spark, settings, SILVER_QUARANTINE.name)
+        coords = ["topic", "partition", "offset"]
+        found = (storage.read(spark, settings, SILVER_QUARANTINE.name).select(*coords, "failed_rules")
+                 .join(storage.read(spark, settings, BRONZE_EVENTS.name).select(*coords, "value"), coords)
                  .select(F.sha2("value", 256).alias("sha"), "failed_rules")
                  .join(F.broadcast(shas), "sha").collect())
         for row in found:

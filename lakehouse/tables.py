@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lakehouse.rules import MAX_MESSAGE_BYTES
+
 # (column, Spark SQL type, description)
 Column = tuple[str, str, str]
 
@@ -85,7 +87,8 @@ SILVER_QUARANTINE = Table(
     grain="one row per bronze record that failed a quality rule",
     keys=("topic", "partition", "offset"),
     columns=(
-        ("value", "BINARY", "raw payload as received"),
+        ("value", "BINARY", f"raw payload as received; of an oversized record, its first {MAX_MESSAGE_BYTES // 1024} "
+                            "KB (bronze keeps it whole, at these Kafka coordinates)"),
         ("value_text", "STRING", "payload decoded as UTF-8, for reading (truncated to 4 KB)"),
         *KAFKA_COORDINATES,
         ("failed_rules", "ARRAY<STRING>", "names of the rules the record failed"),

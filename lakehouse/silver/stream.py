@@ -53,9 +53,8 @@ def split(bronze: DataFrame, settings: Settings, known: Callable[[DataFrame], Da
         copies = copies.unionByName(first.join(seen, "event_key", "left_semi"))
         first = first.join(seen, "event_key", "left_anti")
     events = T.valid_events(first)
-    # The copies of events, and the failed records whose payload was too large to carry, take it back from bronze.
-    fetched = T.with_payload(copies.unionByName(numbered.where(T.LEFT_BEHIND)), bronze)
-    quarantine = T.quarantined(numbered.where(f"NOT ({T.LEFT_BEHIND})")).unionByName(T.as_quarantined(fetched))
+    # The copies of events take their payload back from bronze.
+    quarantine = T.quarantined(numbered).unionByName(T.as_duplicates(T.with_payload(copies, bronze)))
     # Without known events, the new rows are a filter of the pinned ones; else computed once.
     return Split(events if seen is None else events.localCheckpoint(), quarantine, numbered, seen is not None)
 
@@ -106,19 +105,17 @@ def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: 
         # The counts from one scan of the numbered records (a micro-batch's copy column fits in the driver):
         # null for a record that failed a rule, 1 for the first copy of an event, 2, 3... for
         # its later copies. Firsts of events silver already held are duplicates too.
-        scan = numbered.select("copy", F.expr(T.LEFT_BEHIND).alias("left_behind")).toArrow()
-        copy = scan.column("copy")
+        copy = numbered.select("copy").toArrow().column(0)
         failed = copy.null_count
         firsts = pc.sum(pc.equal(copy, 1)).as_py() or 0
         rows_out = fresh.count() if known else firsts
         duplicates = len(copy) - failed - rows_out
         quarantined = failed + duplicates
         # The quarantine rows are computed once, by their append, and not at all when there are
-        # none; without duplicates or oversized records, they are the failed records alone (no
-        # payload to take back from bronze). An empty append still costs a Delta commit; a
-        # re-run skips it alike.
+        # none; without duplicates, they are the failed records alone (no payload to take back
+        # from bronze). An empty append still costs a Delta commit; a re-run skips it alike.
         if quarantined:
-            rows = quarantine if duplicates or pc.any(scan.column("left_behind")).as_py() else T.quarantined(numbered)
+            rows = quarantine if duplicates else T.quarantined(numbered)
             storage.append_once(rows, settings, SILVER_QUARANTINE.name, writer, batch_id)
         if rows_out:
             storage.append_once(fresh, settings, SILVER_EVENTS.name, writer, batch_id)
