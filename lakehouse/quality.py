@@ -1121,9 +1121,9 @@ def faults_by_rule(spark, settings: Settings, manifest: dict) -> dict:
     caught: dict[str, dict[str, int]] = {}
     if kind_of:
         shas = spark.createDataFrame([(s,) for s in kind_of], "sha STRING")
-        coords = ["topic", "partition", "offset"]
-        found = (storage.read(spark, settings, SILVER_QUARANTINE.name).select(*coords, "failed_rules")
-                 .join(storage.read(spark, settings, BRONZE_EVENTS.name).select(*coords, "value"), coords)
+        position = list(SILVER_QUARANTINE.keys)  # a quarantine row's key: its bronze record's Kafka position
+        found = (storage.read(spark, settings, SILVER_QUARANTINE.name).select(*position, "failed_rules")
+                 .join(storage.read(spark, settings, BRONZE_EVENTS.name).select(*position, "value"), position)
                  .select(F.sha2("value", 256).alias("sha"), "failed_rules")
                  .join(F.broadcast(shas), "sha").collect())
         for row in found:

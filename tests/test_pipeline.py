@@ -25,6 +25,7 @@ from lakehouse import storage
 from lakehouse.gold import transforms as G
 from lakehouse.settings import get_settings
 from lakehouse.stack import Kafka, writer_url
+from lakehouse.tables import SILVER_QUARANTINE
 from tests.conftest import SEED_DIR
 
 pytestmark = pytest.mark.integration
@@ -131,9 +132,9 @@ def test_simulated_stream_with_faults_is_accounted_for_exactly(spark, lake, tmp_
 
     # Every injected record ends where it should, found by the sha256 of its bytes in bronze, at
     # the Kafka position its quarantine row gives (an oversized payload is quarantined cut).
-    coords = ["topic", "partition", "offset"]
-    quarantine = (table(spark, lake, "silver.quarantine").select(*coords, "failed_rules")
-                  .join(table(spark, lake, "bronze.events").select(*coords, "value"), coords)
+    position = list(SILVER_QUARANTINE.keys)
+    quarantine = (table(spark, lake, "silver.quarantine").select(*position, "failed_rules")
+                  .join(table(spark, lake, "bronze.events").select(*position, "value"), position)
                   .select(F.sha2("value", 256).alias("sha"), "failed_rules"))
     caught = {}
     for r in quarantine.collect():
