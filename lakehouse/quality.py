@@ -227,6 +227,8 @@ def enforce_fail_rules(judged) -> None:
     ``fail`` rule. One Spark job when such rules exist; nothing at all otherwise."""
     from pyspark.sql import functions as F
 
+    from lakehouse.silver import transforms as T
+
     rules = current_rules()
     stopping = [r for r in rules if r.policy == "fail"]
     if not stopping:
@@ -235,7 +237,7 @@ def enforce_fail_rules(judged) -> None:
     for r in stopping:
         if counts[r.name]:
             sample = (judged.where(F.expr(fires(r, rules)))
-                      .select("topic", "partition", "offset", F.substring("value_text", 1, SAMPLE_TEXT).alias("value_text"))
+                      .select("topic", "partition", "offset", T.payload_text(SAMPLE_TEXT).alias("value_text"))
                       .orderBy("partition", "offset").limit(SAMPLES).collect())
             failure = RuleFailure(r, counts[r.name], [s.asDict() for s in sample])
             global _last_failure

@@ -89,7 +89,7 @@ SILVER_QUARANTINE = Table(
     columns=(
         ("value", "BINARY", f"raw payload as received; of an oversized record, its first {MAX_MESSAGE_BYTES // 1024} "
                             "KB (bronze keeps it whole, at these Kafka coordinates)"),
-        ("value_text", "STRING", "payload decoded as UTF-8, for reading (truncated to 4 KB)"),
+        ("value_text", "STRING", "payload decoded as UTF-8 (invalid bytes replaced), for reading: its first 4,096 characters"),
         *KAFKA_COORDINATES,
         ("failed_rules", "ARRAY<STRING>", "names of the rules the record failed"),
         ("reason", "STRING", "readable reason"),

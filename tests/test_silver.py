@@ -114,6 +114,14 @@ def test_quarantine_keeps_the_raw_payload_and_coordinates(spark):
     assert rows[0]["failed_rules"] == ["json_object"]
 
 
+def test_quarantine_text_is_bronzes_text_decoded_again_from_the_payload(spark):
+    """Silver never reads bronze's value_text: the quarantine decodes the same text from value."""
+    payloads = [b"\xff\xfe{not utf-8", "{\"é\": ".encode() + b"\xc3"]
+    rows = bronze(spark, payloads)
+    quarantined = T.quarantined(T.judge(T.parse(rows.select(*T.SOURCE_COLUMNS)))).select("offset", "value_text")
+    assert_df_equality(quarantined, rows.select("offset", "value_text"), ignore_row_order=True)
+
+
 def test_late_events_enter_silver_flagged(spark):
     rows = T.valid_events(judged(spark, [v1(event_time="2026-10-01T00:00:00.000Z")])).collect()
     assert len(rows) == 1 and rows[0]["is_late"] is True

@@ -95,7 +95,7 @@ def keys_in(silver: DataFrame) -> Callable[[DataFrame], DataFrame]:
 def process_batch(bronze: DataFrame, batch_id: int, settings: Settings, writer: str) -> tuple[DataFrame, dict]:
     """Write one batch of bronze rows to silver; returns (its new silver rows, its figures)."""
     spark = bronze.sparkSession
-    bronze = bronze.persist()
+    bronze = bronze.select(*T.SOURCE_COLUMNS).persist()  # read twice: judged, and for the copies' payload
     try:
         # Silver holds rows of this batch only if its append committed before (a re-run after a
         # crash): only then must the known keys leave them out, by a join on the Kafka
