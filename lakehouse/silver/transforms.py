@@ -147,7 +147,7 @@ def quarantined(judged: DataFrame) -> DataFrame:
 def payload_text(limit: int) -> F.Column:
     """The first ``limit`` characters of the payload as bronze's ``value_text`` has it (UTF-8,
     invalid bytes replaced), decoded again from ``value`` rather than read: silver never reads
-    bronze's text column (decoding it for every record cost ~7% of silver with its rules on
+    bronze's text column (reading it for every record cost ~7% of silver with its rules on
     1M events, measured alternated), and a rejected record is rare. The cut ``value`` of an
     oversized record gives the same text: 4,096 characters take at most 16 KB."""
     return F.substring(F.expr("make_valid_utf8(CAST(value AS STRING))"), 1, limit)
