@@ -1834,12 +1834,14 @@ absolute numbers move from run to run, the ratios much less.
   batch ("other") is its computation: parsing, judging, de-duplicating, aggregating, checkpoints.
 - **Data-quality checks**: silver's transforms over the pre-loaded bronze rows as one batch into
   Spark's no-op sink, best of three alternated runs each (which of the two goes first alternates
-  too), from the bronze columns silver reads, pinned as silver's micro-batch pins them: without checks (parse, de-duplicate,
+  too), from the bronze columns silver reads, pinned as silver's micro-batch pins them:
+  without checks (parse, de-duplicate,
   keep every parsed record; its new rows pinned, as silver keeps them for gold's merge in the
   same micro-batch), with the row-level rules (silver's own split into valid and
   quarantined rows), then slowed by the data-quality monitor, which `lakehouse stream` runs in
   a thread of its own. One monitor pass is timed: the bronze and silver suites over the same
-  rows as one interval's new rows, read from their Delta tables as the monitor reads them, the per-row suites and key uniqueness on a sample of
+  rows as one interval's new rows, read from their Delta tables as the monitor reads them,
+  the per-row suites and key uniqueness on a sample of
   `LAKEHOUSE_DQ_SAMPLE_ROWS` as the monitor draws it (offset gaps on every row), and the gold suites.
   The monitor makes a pass, resting twice as long as each of its steps took, then waits
   `LAKEHOUSE_DQ_INTERVAL_SECONDS`, so it takes the pass's CPU seconds (of this process and

@@ -8,12 +8,17 @@ from pyspark.sql import functions as F
 from lakehouse.tables import BRONZE_EVENTS
 
 
+def value_text() -> F.Column:
+    """``value`` decoded as UTF-8, invalid bytes replaced: bronze's ``value_text``."""
+    return F.expr("make_valid_utf8(CAST(value AS STRING))")
+
+
 def to_bronze(kafka: DataFrame) -> DataFrame:
     """Kafka source rows -> bronze.events rows (one per record)."""
     return kafka.select(
         "key",
         "value",
-        F.expr("make_valid_utf8(CAST(value AS STRING))").alias("value_text"),
+        value_text().alias("value_text"),
         "topic",
         "partition",
         "offset",

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from lakehouse.bronze.transforms import value_text as bronze_value_text
 from lakehouse.contracts import SEED_DATETIME_FORMAT, V1_REQUIRED
 from lakehouse.rules import DUPLICATE_RULE, MAX_MESSAGE_BYTES, RULES, Rule, json_type
 from lakehouse.tables import KAFKA_COORDINATES, SILVER_EVENTS
@@ -150,7 +151,7 @@ def payload_text(limit: int) -> F.Column:
     bronze's text column (reading it for every record cost ~7% of silver with its rules on
     1M events, measured alternated), and a rejected record is rare. The cut ``value`` of an
     oversized record gives the same text: 4,096 characters take at most 16 KB."""
-    return F.substring(F.expr("make_valid_utf8(CAST(value AS STRING))"), 1, limit)
+    return F.substring(bronze_value_text(), 1, limit)
 
 
 def _quarantine_columns() -> list:
