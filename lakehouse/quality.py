@@ -801,8 +801,14 @@ class QualityRunner:
         job per expectation, so a pass over every row costs more than silver itself (measured),
         while silver's rules already judge every row. Each result's observed value then says
         ``sampled_from``: the rows of the batch."""
+        from lakehouse.silver import transforms as T
+
         ctx = ctx or _context()
         rows: list[dict] = []
+        if table == BRONZE_EVENTS.name:  # what its views read (a missing one: the view says so)
+            # The sample then decodes no other column: bronze's text alone is about as large
+            # as its payload (the bronze suite on 1M events, median of 6 alternated: 6.7 -> 5.6 CPU s).
+            df = df.select(*[c for c in T.SOURCE_COLUMNS if c in df.columns])
         some, total = sampled(df, sample, zlib.crc32(key.encode()))
         try:
             for view in (BRONZE_VIEWS if table == BRONZE_EVENTS.name else SILVER_VIEWS):
