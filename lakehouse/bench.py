@@ -76,6 +76,7 @@ GOAL_FRESHNESS_RATE = 1000
 GOAL_API_P95_MS = 100.0
 GOAL_CHECKS_COST = 0.20
 SMALL_BATCH = 1_000  # rows per table of the monitor pass that measures its fixed cost
+MONITOR_REPEATS = 3  # monitor passes of each kind; the least CPU counts
 
 
 @dataclass(frozen=True)
@@ -645,9 +646,11 @@ def driver_cpu_seconds() -> float:
 @contextlib.contextmanager
 def _released(spark):
     """Free the rows pinned inside (silver's split pins its numbered rows with a local
-    checkpoint, which has no unpersist): else each repeat over the whole lake leaves its copy
-    in memory until the JVM happens to collect it (a second copy of 200,000 rows ran a 2 GB
-    driver out of memory here)."""
+    checkpoint, which has no unpersist), waiting until they are gone, then collect the JVM's
+    garbage, so that each run starts from the same heap: else each repeat over the whole lake
+    leaves its copy in memory until the JVM happens to collect it (a second copy of 200,000
+    rows ran a 2 GB driver out of memory here), and whichever run came next paid for it (the
+    first of each alternated pair was 3-5 s slower of ~20 s, measured)."""
     jsc = spark.sparkContext._jsc
     before = set(jsc.getPersistentRDDs().keys())
     try:
@@ -655,12 +658,14 @@ def _released(spark):
     finally:
         for rdd_id, rdd in jsc.getPersistentRDDs().items():
             if rdd_id not in before:
-                rdd.unpersist(False)
+                rdd.unpersist(True)
+        spark._jvm.System.gc()
 
 
-def checks_overhead(spark, settings: Settings, records: int, repeats: int = 3) -> dict:
+def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> dict:
     """Silver over the pre-loaded bronze rows (batch, into Spark's no-op sink) with and without
-    the data-quality checks, alternated, best of ``repeats`` each. Without: parse and
+    the data-quality checks, in ``pairs`` alternated pairs (the rules' cost: the median of
+    the pairs' own ratios), each run from the same heap (``_released``). Without: parse and
     de-duplicate, every parsed record kept, the new rows pinned (silver hands them to gold's
     merge in the same micro-batch, so a silver without checks would keep them too). With: the
     row-level rules judged and split (what silver runs), slowed by the data-quality monitor.
@@ -704,6 +709,10 @@ def checks_overhead(spark, settings: Settings, records: int, repeats: int = 3) -
             noop(rows.quarantine)
 
     def monitor_pass(small: bool) -> None:  # the bronze and silver suites on new rows, then gold as it is
+        with _released(spark):
+            monitor_suites(small)
+
+    def monitor_suites(small: bool) -> None:
         for table in ("bronze.events", "silver.events"):
             df = storage.read(spark, settings, table)
             if small:  # pinned, as a micro-batch of the monitor's Delta stream is a few small files
@@ -716,14 +725,14 @@ def checks_overhead(spark, settings: Settings, records: int, repeats: int = 3) -
 
     steps = {"without": without, "rules": rules, "small_pass": lambda: monitor_pass(True),
              "full_pass": lambda: monitor_pass(False)}
-    best: dict[str, float] = {}
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
     cpu: dict[str, float] = {}
-    for i in range(repeats):  # without and with the rules in turn first: neither always inherits the other's garbage
+    for i in range(pairs):  # without and with the rules in turn first: neither always runs after the other
         order = ("without", "rules") if i % 2 == 0 else ("rules", "without")
-        for name in (*order, "small_pass", "full_pass"):
+        for name in (*order, *(("small_pass", "full_pass") if i < MONITOR_REPEATS else ())):
             t, c = time.monotonic(), driver_cpu_seconds()
             steps[name]()
-            best[name] = min(best.get(name, math.inf), time.monotonic() - t)
+            seconds[name].append(time.monotonic() - t)
             cpu[name] = min(cpu.get(name, math.inf), driver_cpu_seconds() - c)
     bronze.unpersist()
     # The monitor makes a pass (resting MONITOR_PACE times as long as each step took), then
@@ -735,23 +744,28 @@ def checks_overhead(spark, settings: Settings, records: int, repeats: int = 3) -
     fixed = cpu["small_pass"]
     per_event = max(0.0, cpu["full_pass"] - fixed) / max(1, records - SMALL_BATCH)
     wait = None if interval is None else max(interval, settings.trigger_seconds, 1.0)
-    period = None if wait is None else best["small_pass"] * (1 + quality.MONITOR_PACE) + wait
-    rules_rate = records / best["rules"]
+    period = None if wait is None else min(seconds["small_pass"]) * (1 + quality.MONITOR_PACE) + wait
+    without_s, rules_s = statistics.median(seconds["without"]), statistics.median(seconds["rules"])
+    rules_rate = records / rules_s
     load = per_event * rules_rate
     share = 0.0 if period is None else min(1.0, (fixed / period + load) / (cores + load))
-    with_rate = rules_rate * (1 - share)
-    return {"events": records, "without_seconds": round(best["without"], 3),
-            "rules_seconds": round(best["rules"], 3), "expectations_seconds": round(best["full_pass"], 3),
+    # The rules' cost is the median over the pairs of each pair's own ratio: the machine's
+    # speed drifts between pairs more than within one.
+    rules_cost = statistics.median(1 - w / r for w, r in zip(seconds["without"], seconds["rules"], strict=True))
+    cost = 1 - (1 - rules_cost) * (1 - share)
+    return {"events": records, "pairs": pairs, "without_seconds": round(without_s, 3),
+            "rules_seconds": round(rules_s, 3),
+            "runs_seconds": {name: [round(x, 2) for x in seconds[name]] for name in ("without", "rules")},
+            "expectations_seconds": round(min(seconds["full_pass"]), 3),
             "expectations_cpu_seconds": round(cpu["full_pass"], 3),
             "expectations_fixed_cpu_seconds": round(fixed, 3),
             "expectations_cpu_seconds_per_million_events": round(per_event * 1e6, 3),
             "small_batch_rows": SMALL_BATCH, "sample_rows": sample,
             "monitor_wait_seconds": wait, "monitor_share": round(share, 4),
-            "without_events_per_s": round(records / best["without"], 1),
-            "with_events_per_s": round(with_rate, 1),
+            "without_events_per_s": round(records / without_s, 1),
+            "with_events_per_s": round(records / without_s * (1 - cost), 1),
             "with_rules_only_events_per_s": round(rules_rate, 1),
-            "cost": round(1 - with_rate * best["without"] / records, 4),
-            "rules_cost": round(1 - best["without"] / best["rules"], 4)}
+            "cost": round(cost, 4), "rules_cost": round(rules_cost, 4)}
 
 
 # --- 4. the original design, re-created for comparison ------------------------------------
@@ -1849,23 +1863,26 @@ absolute numbers move from run to run, the ratios much less.
   Delta appends and gold's MERGEs by wrapping those functions in its own process; the rest of a
   batch ("other") is its computation: parsing, judging, de-duplicating, aggregating, checkpoints.
 - **Data-quality checks**: silver's transforms over the pre-loaded bronze rows as one batch into
-  Spark's no-op sink, best of three alternated runs each (which of the two goes first alternates
-  too), from the bronze columns silver reads, pinned as silver's micro-batch pins them:
+  Spark's no-op sink, in five alternated pairs (which of the two goes first alternates too;
+  between runs the pinned rows are freed and the JVM's garbage collected, so each run starts
+  from the same heap), from the bronze columns silver reads, pinned as silver's micro-batch
+  pins them. The rules' cost is the median of the five pairs' own ratios (the machine's speed
+  drifts between pairs more than within one); the times shown are the medians of each kind:
   without checks (parse, de-duplicate,
   keep every parsed record; its new rows pinned, as silver keeps them for gold's merge in the
   same micro-batch), with the row-level rules (silver's own split into valid and
   quarantined rows), then slowed by the data-quality monitor, which `lakehouse stream` runs in
   a thread of its own. Its CPU seconds (of this process and Spark's JVM) are measured in two
-  parts, best of three each: a pass over batches of 1,000 rows of bronze and silver, read from
+  parts, the least of three each: a pass over batches of 1,000 rows of bronze and silver, read from
   their Delta tables as the monitor reads them, and the gold suites (what every pass costs),
   and a pass over all the rows (the difference, per event: the scans that draw the sample of
   `LAKEHOUSE_DQ_SAMPLE_ROWS` and check offset gaps on every row). The monitor makes a pass,
   resting twice as long as each of its steps took, then waits `LAKEHOUSE_DQ_INTERVAL_SECONDS`.
   A silver running flat out writes rate x period new rows between two passes, so the per-event
   part takes its share at any interval; only the fixed part is spread over the period:
-  share = (fixed / period + per_event x rate) / (cores + per_event x rate), and silver with
-  checks runs at its rate with the rules times (1 - share). The cost is
-  1 - (rate with) / (rate without).
+  share = (fixed / period + per_event x rate) / (cores + per_event x rate), where rate is
+  silver's with the rules. Silver with checks runs at that rate times (1 - share), so the
+  cost is 1 - (1 - rules' cost) x (1 - share).
 - **Baseline**: the original project's design, re-created inside `lakehouse/bench.py`: Kafka ->
   `from_json` -> the events as JSON files, and count and sum of the estimated resolution time
   by city and status (`outputMode("update")`) appended to a PostgreSQL table from
