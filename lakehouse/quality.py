@@ -55,9 +55,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import os
-import random
 import re
 import shutil
 import threading
@@ -86,8 +84,6 @@ INTERVAL_ENV = "LAKEHOUSE_DQ_INTERVAL_SECONDS"
 DEFAULT_INTERVAL = 60.0
 SAMPLE_ENV = "LAKEHOUSE_DQ_SAMPLE_ROWS"
 DEFAULT_SAMPLE = 10_000
-SAMPLE_FILES = 3  # files drawn per sample's worth of a batch's rows (sampled)
-MIN_SAMPLE_FILES = 4  # and never fewer: a sample is not one moment's rows
 SAMPLES = 3  # sample failing rows kept per expectation
 SAMPLE_TEXT = 200  # characters of a text value kept in a sample
 QUERY_PREFIX = "dq_"  # streaming queries of this module (the pipeline's listener ignores them)
@@ -158,31 +154,16 @@ def sample_rows() -> int:
     return value
 
 
-def sampled(df, rows: int, seed: int, root: str | None = None) -> tuple:
+def sampled(df, rows: int, seed: int) -> tuple:
     """(at most ``rows`` rows of ``df`` drawn at random, or ``df`` itself; the rows ``df`` has,
-    when it was sampled: the caller then unpersists the sample).
-
-    With ``root`` (the Delta table ``df`` reads: ``storage.plain_files``), a batch of
-    many files is sampled in two stages, as ``TABLESAMPLE SYSTEM`` samples blocks: a few of
-    its files at random (``SAMPLE_FILES`` per sample's worth of rows, at least
-    ``MIN_SAMPLE_FILES``), then rows among theirs. Spark draws rows after decoding them, so a
-    row sample alone decodes every row of the batch, which cost the monitor 7.6 CPU s per
-    million new events in ``make bench``; Delta has no way to read some of a table's files,
-    so the chosen ones are read as the Parquet files they are."""
+    when it was sampled: the caller then unpersists the sample)."""
     if not rows:
         return df, None
     total = df.count()
     if total <= rows:
         return df, None
-    source, available = df, total
-    files = sorted(df.inputFiles()) if root is not None else []
-    want = max(MIN_SAMPLE_FILES, math.ceil(len(files) * SAMPLE_FILES * rows / total))
-    if want < len(files):
-        chosen = random.Random(seed).sample(files, want)
-        source = df.sparkSession.read.schema(df.schema).option("basePath", root).parquet(*chosen)
-        available = total * want / len(files)  # not counted: another job, for a fraction
     # kept: the views that use it see the same rows, drawn once
-    return source.sample(fraction=min(1.0, 1.1 * rows / max(1, available)), seed=seed).limit(rows).persist(), total
+    return df.sample(fraction=min(1.0, 1.1 * rows / total), seed=seed).limit(rows).persist(), total
 
 
 def _mark_sampled(rows: list[dict], total: int) -> None:
@@ -828,8 +809,7 @@ class QualityRunner:
             # The sample then decodes no other column: bronze's text alone is about as large
             # as its payload (the bronze suite on 1M events, median of 6 alternated: 6.7 -> 5.6 CPU s).
             df = df.select(*[c for c in T.SOURCE_COLUMNS if c in df.columns])
-        root = storage.plain_files(self.settings, table) if sample else None
-        some, total = sampled(df, sample, zlib.crc32(key.encode()), root)
+        some, total = sampled(df, sample, zlib.crc32(key.encode()))
         try:
             for view in (BRONZE_VIEWS if table == BRONZE_EVENTS.name else SILVER_VIEWS):
                 started = time.monotonic()

@@ -130,22 +130,6 @@ def may_hold(settings: Settings, name: str, writer: str, batch_id: int) -> bool:
     return _done(DeltaTable(local_location(location)), f"{name}/{writer}", batch_id)
 
 
-def plain_files(settings: Settings, name: str) -> str | None:
-    """The table's location when it is on a local disk and its data files hold exactly its
-    rows (no deletion vectors), so that a few of them can be read as Parquet; else None."""
-    location = settings.table_path(name)
-    if not is_local(location):
-        return None
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        features = DeltaTable(local_location(location)).protocol().reader_features or []
-    except TableNotFoundError:
-        return None
-    return None if "deletionVectors" in features else location
-
-
 # Per local table and column: each data file's (key, time) pairs, read once; see ``find_keys``.
 _KEY_FILES: dict[tuple[str, str, str], dict[str, tuple[object, object]]] = {}
 

@@ -148,21 +148,6 @@ def test_a_large_batch_is_validated_on_a_sample_that_says_so_while_offset_gaps_s
             quality.sample_rows()
 
 
-def test_a_batch_of_many_files_is_sampled_from_a_few_of_them(spark, tmp_path):
-    path = str(tmp_path / "table")
-    for i in range(10):  # ids 200 * i.. in file i
-        spark.range(200 * i, 200 * (i + 1), numPartitions=1).write.format("delta").mode("append").save(path)
-    df = spark.read.format("delta").load(path)
-    assert len(df.inputFiles()) == 10
-    for root, most_files in ((path, quality.MIN_SAMPLE_FILES), (None, 10)):
-        some, total = quality.sampled(df, 100, seed=7, root=root)
-        ids = [r.id for r in some.collect()]
-        some.unpersist()
-        assert total == 2000 and 0 < len(ids) <= 100 and len(set(ids)) == len(ids)
-        assert len({i // 200 for i in ids}) <= most_files
-    assert len({i // 200 for i in ids}) > quality.MIN_SAMPLE_FILES  # a row sample draws from every file
-
-
 # --- silver: the rules' expectations on clean rows -------------------------------------------------
 
 def silver_rows(spark, changes: list[dict]):
