@@ -714,7 +714,7 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> 
 
     def monitor_suites(small: bool) -> None:
         for table in ("bronze.events", "silver.events"):
-            df = storage.read(spark, settings, table)
+            df = quality.monitored(table, storage.read(spark, settings, table))
             if small:  # pinned, as a micro-batch of the monitor's Delta stream is a few small files
                 df = df.limit(SMALL_BATCH).localCheckpoint()
             runner.validate_batch(spark, table, df, info={"table_name": table, "batch_id": None,
