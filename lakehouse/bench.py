@@ -710,18 +710,15 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> 
 
     def monitor_pass(small: bool) -> None:  # the bronze and silver suites on new rows, then gold as it is
         with _released(spark):
-            monitor_suites(small)
-
-    def monitor_suites(small: bool) -> None:
-        for table in ("bronze.events", "silver.events"):
-            df = quality.monitored(table, storage.read(spark, settings, table))
-            if small:  # pinned, as a micro-batch of the monitor's Delta stream is a few small files
-                df = df.limit(SMALL_BATCH).localCheckpoint()
-            runner.validate_batch(spark, table, df, info={"table_name": table, "batch_id": None,
-                                                          "delta_version": None}, key="bench", sample=sample)
-        snapshot = quality.gold_snapshot(spark, settings)
-        if snapshot:
-            runner.validate_gold(snapshot)
+            for table in ("bronze.events", "silver.events"):
+                df = quality.monitored(table, storage.read(spark, settings, table))
+                if small:  # pinned, as a micro-batch of the monitor's Delta stream is a few small files
+                    df = df.limit(SMALL_BATCH).localCheckpoint()
+                runner.validate_batch(spark, table, df, info={"table_name": table, "batch_id": None,
+                                                              "delta_version": None}, key="bench", sample=sample)
+            snapshot = quality.gold_snapshot(spark, settings)
+            if snapshot:
+                runner.validate_gold(snapshot)
 
     steps = {"without": without, "rules": rules, "small_pass": lambda: monitor_pass(True),
              "full_pass": lambda: monitor_pass(False)}
