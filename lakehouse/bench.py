@@ -75,7 +75,6 @@ GOAL_DASHBOARD_FRESHNESS_P95_S = 10.0  # the dashboard's goal, with the default 
 GOAL_FRESHNESS_RATE = 1000
 GOAL_API_P95_MS = 100.0
 GOAL_CHECKS_COST = 0.20
-SMALL_BATCH = 1_000  # rows per table of the monitor pass that measures its fixed cost
 MONITOR_REPEATS = 3  # monitor passes of each kind; the least CPU counts
 
 
@@ -670,12 +669,13 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> 
     merge in the same micro-batch, so a silver without checks would keep them too). With: the
     row-level rules judged and split (what silver runs), slowed by the data-quality monitor.
 
-    The monitor's CPU is measured in two parts: a pass over small batches of both tables
-    (``SMALL_BATCH`` rows each, plus gold: what a pass costs whatever it validates) and a
-    pass over all the rows (the difference, per event: what each new row adds, the scans that
-    draw its sample and check offset gaps). A silver running flat out writes rate x period
-    rows between two passes, so the per-row part slows it at any interval; only the fixed
-    part is spread over the interval."""
+    The monitor's CPU is measured in two parts, from its passes over the new rows of a few
+    files (``QualityRunner.validate_files``) taken as every file of both tables, and as the
+    smallest file of each, plus gold: the line through the two gives what a pass costs whatever
+    it validates (fixed) and what each new row adds (per event: the read of its coordinates
+    for the offset gaps, the files drawn for the sample). A silver running flat out writes rate
+    x period rows between two passes, so the per-row part slows it at any interval; only the
+    fixed part is spread over the interval."""
     from lakehouse import quality, storage
     from lakehouse.rules import Rule
     from lakehouse.silver import stream as silver_stream
@@ -708,20 +708,24 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> 
             noop(rows.events)
             noop(rows.quarantine)
 
-    def monitor_pass(small: bool) -> None:  # the bronze and silver suites on new rows, then gold as it is
+    # The monitor's pass over new rows (QualityRunner.validate_files) on every file of both
+    # tables, and on the smallest file of each: two points of its CPU against the rows it validates.
+    files = {t: storage.new_files(spark, settings, t, None, storage.version(spark, settings, t))
+             for t in quality.MONITORED}
+    smallest = {t: [min(f, key=lambda x: x[1])] if f else [] for t, f in files.items()}
+    small_events = sum(n for f in smallest.values() for _, n in f) / len(smallest)
+
+    def monitor_pass(chosen: dict) -> None:  # the bronze and silver suites on new rows, then gold as it is
         with _released(spark):
-            for table in ("bronze.events", "silver.events"):
-                df = quality.monitored(table, storage.read(spark, settings, table))
-                if small:  # pinned, as a micro-batch of the monitor's Delta stream is a few small files
-                    df = df.limit(SMALL_BATCH).localCheckpoint()
-                runner.validate_batch(spark, table, df, info={"table_name": table, "batch_id": None,
-                                                              "delta_version": None}, key="bench", sample=sample)
+            for table, new in chosen.items():
+                runner.validate_files(table, new, info={"table_name": table, "batch_id": None,
+                                                        "delta_version": None}, key="bench")
             snapshot = quality.gold_snapshot(spark, settings)
             if snapshot:
                 runner.validate_gold(snapshot)
 
-    steps = {"without": without, "rules": rules, "small_pass": lambda: monitor_pass(True),
-             "full_pass": lambda: monitor_pass(False)}
+    steps = {"without": without, "rules": rules, "small_pass": lambda: monitor_pass(smallest),
+             "full_pass": lambda: monitor_pass(files)}
     seconds: dict[str, list[float]] = {name: [] for name in steps}
     cpu: dict[str, float] = {}
     for i in range(pairs):  # without and with the rules in turn first: neither always runs after the other
@@ -738,8 +742,8 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> 
     # rate, which in turn sets how many rows the monitor validates:
     #   share = (fixed / period + per_event x rate) / (cores + per_event x rate).
     cores = os.cpu_count() or 1
-    fixed = cpu["small_pass"]
-    per_event = max(0.0, cpu["full_pass"] - fixed) / max(1, records - SMALL_BATCH)
+    per_event = max(0.0, cpu["full_pass"] - cpu["small_pass"]) / max(1.0, records - small_events)
+    fixed = max(0.0, cpu["small_pass"] - per_event * small_events)
     wait = None if interval is None else max(interval, settings.trigger_seconds, 1.0)
     period = None if wait is None else min(seconds["small_pass"]) * (1 + quality.MONITOR_PACE) + wait
     without_s, rules_s = statistics.median(seconds["without"]), statistics.median(seconds["rules"])
@@ -757,7 +761,7 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> 
             "expectations_cpu_seconds": round(cpu["full_pass"], 3),
             "expectations_fixed_cpu_seconds": round(fixed, 3),
             "expectations_cpu_seconds_per_million_events": round(per_event * 1e6, 3),
-            "small_batch_rows": SMALL_BATCH, "sample_rows": sample,
+            "small_pass_events": round(small_events), "sample_rows": sample,
             "monitor_wait_seconds": wait, "monitor_share": round(share, 4),
             "without_events_per_s": round(records / without_s, 1),
             "with_events_per_s": round(records / without_s * (1 - cost), 1),

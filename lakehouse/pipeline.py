@@ -44,8 +44,6 @@ class BatchLog(StreamingQueryListener):
 
     def onQueryProgress(self, event):
         p = event.progress
-        if (p.name or "").startswith(quality.QUERY_PREFIX):  # data-quality streams are not pipeline layers
-            return
         layers = self.stats.pop((p.name, p.batchId), None)
         if p.numInputRows == 0 and layers is None:
             return

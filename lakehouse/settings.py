@@ -7,6 +7,7 @@ can point everything at its own stack by changing the environment.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from dataclasses import dataclass
@@ -112,6 +113,10 @@ class Settings:
 
     def checkpoint_path(self, query: str) -> str:
         return f"{self.root.rstrip('/')}/_checkpoints/{query}"
+
+    def dedup_since(self) -> dt.datetime:
+        """The start of the de-duplication horizon now: silver holds an event once since then."""
+        return dt.datetime.now(dt.UTC) - dt.timedelta(hours=self.dedup_horizon_hours)
 
 
 def is_local(location: str) -> bool:

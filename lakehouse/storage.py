@@ -13,6 +13,7 @@ here, mostly fixed. Elsewhere (HDFS) appends use Spark's writer options
 from __future__ import annotations
 
 import json
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -134,9 +135,20 @@ def may_hold(settings: Settings, name: str, writer: str, batch_id: int) -> bool:
 _KEY_FILES: dict[tuple[str, str, str], dict[str, tuple[object, object]]] = {}
 
 
+_KEY_LOCK = threading.Lock()  # silver's micro-batches and the data-quality monitor share the copy
+
+
 def find_keys(settings: Settings, name: str, keys, *, column: str, time_column: str, since) -> list[str]:
     """Which of ``keys`` (an Arrow array) the table, on a local disk, holds in ``column``, in
-    rows whose ``time_column`` is at or after ``since`` (a UTC datetime). Elsewhere ask Spark.
+    rows whose ``time_column`` is at or after ``since`` (a UTC datetime): see ``key_rows``."""
+    return sorted(set(key_rows(settings, name, keys, column=column, time_column=time_column,
+                               since=since)[column].to_pylist()))
+
+
+def key_rows(settings: Settings, name: str, keys, *, column: str, time_column: str, since):
+    """The rows (``column``, ``time_column``, as Arrow) of the table, on a local disk, whose
+    ``column`` is one of ``keys`` (an Arrow array) and whose ``time_column`` is at or after
+    ``since`` (a UTC datetime).
 
     The two columns are kept in memory file by file, in step with the table's snapshot: a
     file new to it is read once (its rows since ``since``), a file it no longer has (compacted,
@@ -148,28 +160,47 @@ def find_keys(settings: Settings, name: str, keys, *, column: str, time_column: 
     location = settings.table_path(name)
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
     from deltalake import DeltaTable
 
     since = pa.scalar(since, pa.timestamp("us", tz="UTC"))
-    files = _KEY_FILES.setdefault((local_location(location), column, time_column), {})
-    snapshot = set(DeltaTable(local_location(location)).file_uris())
-    for gone in files.keys() - snapshot:
-        del files[gone]
-    for uri in snapshot - files.keys():
-        part = pq.read_table(uri, columns=[column, time_column])
-        # Spark writes timestamps as INT96 (read as naive nanoseconds, in UTC), delta-rs as UTC micros.
-        part = part.set_column(1, time_column, pc.cast(part[time_column], pa.timestamp("us", tz="UTC"), safe=False))
-        part = part.filter(pc.greater_equal(part[time_column], since))
-        files[uri] = (part, pc.max(part[time_column]))
-    found = set()
-    for uri, (part, newest) in files.items():
-        if not newest.is_valid or newest.as_py() < since.as_py():
-            files[uri] = (part.slice(0, 0), newest)  # nothing of it is in the horizon any more
-            continue
-        hits = part.filter(pc.and_(pc.is_in(part[column], value_set=keys), pc.greater_equal(part[time_column], since)))
-        found.update(hits[column].to_pylist())
-    return sorted(found)
+    with _KEY_LOCK:
+        files = _KEY_FILES.setdefault((local_location(location), column, time_column), {})
+        snapshot = set(DeltaTable(local_location(location)).file_uris())
+        for gone in files.keys() - snapshot:
+            del files[gone]
+        for uri in snapshot - files.keys():
+            part = read_arrow([uri], [column, time_column])
+            part = part.filter(pc.greater_equal(part[time_column], since))
+            files[uri] = (part, pc.max(part[time_column]))
+        found = []
+        for uri, (part, newest) in files.items():
+            if not newest.is_valid or newest.as_py() < since.as_py():
+                files[uri] = (part.slice(0, 0), newest)  # nothing of it is in the horizon any more
+                continue
+            found.append(part.filter(pc.and_(pc.is_in(part[column], value_set=keys),
+                                             pc.greater_equal(part[time_column], since))))
+    schema = pa.schema([(column, pa.string()), (time_column, pa.timestamp("us", tz="UTC"))])
+    return pa.concat_tables([t.cast(schema) for t in found]) if found else schema.empty_table()
+
+
+def read_arrow(files: list[str], columns: list[str]):
+    """``columns`` of some local data files (``new_files``' URIs) as one Arrow table, timestamps
+    as UTC microseconds (Spark writes INT96, read as naive nanoseconds in UTC; delta-rs UTC
+    micros); a column a file lacks is null there (an older schema)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = []
+    for uri in files:
+        file = pq.ParquetFile(local_location(uri))
+        part = file.read(columns=[c for c in columns if c in file.schema_arrow.names])
+        for i, field in enumerate(part.schema):
+            if pa.types.is_timestamp(field.type):
+                part = part.set_column(i, field.name, part[field.name].cast(pa.timestamp("us", tz="UTC"), safe=False))
+        parts.append(part)
+    if not parts:
+        return pa.table({})
+    return pa.concat_tables(parts, promote_options="default")
 
 
 SMALL_FILE_BYTES = 16 * 1024 * 1024
@@ -259,6 +290,72 @@ def version(spark: SparkSession, settings: Settings, name: str) -> int:
     from delta.tables import DeltaTable
 
     return DeltaTable.forPath(spark, location).history(1).collect()[0]["version"]
+
+
+def new_files(spark: SparkSession, settings: Settings, name: str, after: int | None,
+              upto: int) -> list[tuple[str, int | None]] | None:
+    """The data files holding the rows the table gained after version ``after`` up to ``upto``,
+    as (URI, records from the file's statistics): the files that commits in between added as new
+    data, skipping a commit that also removed data (a replay's overwrite, a restore), as a Delta
+    streaming source with ``skipChangeCommits`` does; compaction changes no data. ``after`` None:
+    every file of the table at ``upto``. None when a commit of the range is gone from the log.
+
+    Read from the Delta log (the commits' ``add`` and ``remove`` actions, per the Delta protocol):
+    directly on a local disk, else by Spark; the snapshot by delta-rs on a local disk, else by a
+    Spark scan of its file names."""
+    from urllib.parse import unquote
+
+    location = settings.table_path(name)
+    local = is_local(location)
+    root = local_location(location) if local else location
+
+    def uri(path: str) -> str:
+        return path if "://" in path or path.startswith("/") else f"{location.rstrip('/')}/{unquote(path)}"
+
+    if after is None:
+        if local:
+            from deltalake import DeltaTable as LocalTable
+
+            actions = LocalTable(root, version=upto).get_add_actions(flatten=True)
+            return list(zip([uri(p) for p in actions.column("path").to_pylist()],
+                            actions.column("num_records").to_pylist(), strict=True))
+        files = (read(spark, settings, name, upto).select(F.col("_metadata.file_path").alias("file"))
+                 .groupBy("file").count().collect())
+        return [(r["file"], r["count"]) for r in files]
+    commits = [f"{root}/_delta_log/{v:020d}.json" for v in range(after + 1, upto + 1)]
+    if not commits:
+        return []
+    if local:
+        if not all(Path(c).exists() for c in commits):
+            return None
+        per_commit = [Path(c).read_text(encoding="utf-8").splitlines() for c in commits]
+    else:
+        try:
+            lines = (spark.read.text(commits).select("value", F.col("_metadata.file_path").alias("file"))
+                     .collect())
+        except Exception:  # noqa: BLE001 - AnalysisException: a commit file is gone (log cleaned up)
+            return None
+        by_file: dict[str, list[str]] = {}
+        for r in lines:
+            by_file.setdefault(r["file"], []).append(r["value"])
+        per_commit = list(by_file.values())
+    added: list[tuple[str, int | None]] = []
+    for lines in per_commit:
+        actions = [json.loads(line) for line in lines if line.strip()]
+        if any(a.get("remove", {}).get("dataChange", True) for a in actions if "remove" in a):
+            continue
+        for a in actions:
+            add = a.get("add")
+            if add and add.get("dataChange", True):
+                stats = json.loads(add["stats"]) if add.get("stats") else {}
+                added.append((uri(add["path"]), stats.get("numRecords")))
+    return added
+
+
+def read_files(spark: SparkSession, files: list[str]) -> DataFrame:
+    """Some data files of a table (``new_files``' URIs) as rows, by Spark (the columns the files
+    hold: a partition column may be missing)."""
+    return spark.read.parquet(*files)
 
 
 def table_id(spark: SparkSession, settings: Settings, name: str) -> str:

@@ -124,6 +124,9 @@ def test_offset_gaps_within_a_batch_are_caught(spark):
     assert row["rule"] == "offsets_contiguous" and row["success"] is False
     sample = json.loads(row["sample_rows"])[0]
     assert (sample["first_offset"], sample["last_offset"], sample["missing_offsets"]) == (0, 5, 1)
+    # the monitor counts them with Arrow over local files: the same view
+    by_arrow = quality.partitions_of(batch.select("topic", "partition", "offset").toArrow())
+    assert by_arrow.to_dict("records") == quality.partitions_view(batch).toPandas().to_dict("records")
 
 
 def test_a_large_batch_is_validated_on_a_sample_that_says_so_while_offset_gaps_see_every_row(spark, monkeypatch):
@@ -640,6 +643,106 @@ def test_dq_command_line(spark, tmp_path, capsys, monkeypatch):
     assert "--last must be 1 or more" in capsys.readouterr().err
     assert main(["dq", "report", "--manifest", str(tmp_path / "missing.json")]) == 2
     assert "cannot read the manifest" in capsys.readouterr().err
+
+
+# --- the monitor's new rows: files from the Delta log -------------------------------------------
+
+@pytest.fixture
+def own_lake(spark, tmp_path, monkeypatch):
+    """Empty tables in a folder of the test's own (no stack: the monitor without PostgreSQL)."""
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path))
+    settings = get_settings()
+    storage.ensure_tables(spark, settings)
+    return settings
+
+
+def bronze_files(spark, settings, *batches: list[int], writer: str = "w", first: int = 0) -> None:
+    """One bronze append (one file) per list of offsets, each record a valid event."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    for i, offs in enumerate(batches):
+        rows = bronze(spark, [v1(event_id=f"e-{o}") for o in range(max(offs) + 1)])
+        rows = rows.where(F.col("offset").isin(offs)).withColumn("ingested_at", F.lit(now))
+        storage.append_once(rows, settings, "bronze.events", writer, first + i)
+
+
+def file_names(files) -> list[str]:
+    return sorted(Path(uri).name for uri, _ in files)
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["delta-rs and Arrow", "Spark"])
+def test_the_monitor_reads_new_files_once_on_a_block_sample_and_offset_gaps_over_every_row(
+        spark, own_lake, monkeypatch, local):
+    from deltalake import DeltaTable
+
+    if not local:  # as on HDFS: the log, the files and the keys read by Spark
+        monkeypatch.setattr(quality, "is_local", lambda location: False)
+        monkeypatch.setattr(storage, "is_local", lambda location: False)
+    monkeypatch.setenv(quality.SAMPLE_ENV, "8")
+    runner = quality.QualityRunner(spark, own_lake, postgres=False)
+    bronze_files(spark, own_lake, list(range(10)), list(range(10, 20)))
+    assert runner.run_once()["bronze"] > 0
+    rows = by_label(quality_rows(spark, own_lake).where("table_name = 'bronze.events'")
+                    .toPandas().to_dict("records"))
+    checked = rows[("json_object", "ExpectColumnValuesToBeInSet(rule_json_object)")]
+    # of 20: a sample, that says so (Spark's draws each row with a probability: about 8)
+    assert checked["success"] and (checked["element_count"] == 8 if local else 0 < checked["element_count"] <= 8)
+    assert json.loads(checked["observed_value"])["sampled_from"] == 20
+    gaps = rows[("offsets_contiguous", "ExpectColumnValuesToBeBetween(missing_offsets)")]
+    assert gaps["success"] and gaps["element_count"] == 1
+
+    # compaction changes no data: nothing new; the next append alone, its gap seen
+    DeltaTable(own_lake.table_path("bronze.events")).optimize.compact()
+    assert runner.run_once()["bronze"] == 0
+    bronze_files(spark, own_lake, [20, 21, 22, 24], first=2)
+    assert runner.run_once()["bronze"] > 0
+    latest = storage.version(spark, own_lake, "bronze.events")
+    newest = by_label(quality_rows(spark, own_lake).where(F.col("delta_version") == latest)
+                      .toPandas().to_dict("records"))
+    gap = newest[("offsets_contiguous", "ExpectColumnValuesToBeBetween(missing_offsets)")]
+    assert gap["success"] is False and json.loads(gap["sample_rows"])[0]["missing_offsets"] == 1
+    assert newest[("json_object", "ExpectColumnValuesToBeInSet(rule_json_object)")]["element_count"] == 4  # all
+
+    # a restart goes on from what quality.results holds: nothing is validated twice
+    again = quality.QualityRunner(spark, own_lake, postgres=False)
+    assert again.run_once()["bronze"] == 0
+
+
+def test_new_files_are_the_appended_ones_not_compaction_nor_rewrites(spark, own_lake, monkeypatch):
+    from deltalake import DeltaTable
+
+    name = "bronze.events"
+    bronze_files(spark, own_lake, [0, 1], [2, 3, 4])
+    v = storage.version(spark, own_lake, name)
+    appended = storage.new_files(spark, own_lake, name, 0, v)
+    assert [n for _, n in sorted(appended, key=lambda f: f[1])] == [2, 3]
+    DeltaTable(own_lake.table_path(name)).optimize.compact()  # no data change
+    storage.overwrite(storage.read(spark, own_lake, name), own_lake, name)  # data removed: skipped, as by a stream
+    bronze_files(spark, own_lake, [5], first=2)
+    latest = storage.version(spark, own_lake, name)
+    (last,) = storage.new_files(spark, own_lake, name, v, latest)
+    assert last[1] == 1
+    assert sum(n for _, n in storage.new_files(spark, own_lake, name, None, latest)) == 6  # the snapshot
+    monkeypatch.setattr(storage, "is_local", lambda location: False)  # the same, read by Spark
+    assert file_names(storage.new_files(spark, own_lake, name, v, latest)) == file_names([last])
+    assert sum(n for _, n in storage.new_files(spark, own_lake, name, None, latest)) == 6
+    (Path(own_lake.table_path(name)) / "_delta_log" / f"{v + 1:020d}.json").unlink()  # the log cleaned up
+    assert storage.new_files(spark, own_lake, name, v, latest) is None
+    monkeypatch.undo()
+    assert storage.new_files(spark, own_lake, name, v, latest) is None
+
+
+def test_the_monitor_finds_a_duplicate_key_in_silvers_in_memory_keys(spark, own_lake):
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = silver_rows(spark, [{"ingested_at": now}, {"ingested_at": now}])
+    storage.append_once(rows, own_lake, SILVER_EVENTS.name, "w", 0)
+    runner = quality.QualityRunner(spark, own_lake, postgres=False)
+    runner.run_once()
+    copy = silver_rows(spark, [{"ingested_at": now, "offset": 7}])  # e-0 again, slipped through
+    storage.append_once(copy, own_lake, SILVER_EVENTS.name, "w", 1)
+    runner.run_once()
+    keys = quality_rows(spark, own_lake).where("suite = 'silver.keys'").orderBy("delta_version").collect()
+    assert [(r["success"], r["unexpected_count"]) for r in keys] == [(True, 0), (False, 2)]
+    assert "v1:e-0" in keys[-1]["sample_rows"]
 
 
 def test_the_monitor_rests_in_proportion_to_each_step_and_not_once_stopping():

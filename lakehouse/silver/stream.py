@@ -12,7 +12,6 @@ The streaming query that runs it (bronze -> silver -> gold, one query) is ``gold
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -67,7 +66,7 @@ def known_keys(settings: Settings, rerun_of: DataFrame | None = None) -> Callabl
 
     On a local disk, a first run looks the keys up in ``storage.find_keys``'s in-memory copy of
     silver's keys, and a re-run scans them with Spark; elsewhere Spark scans them always."""
-    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.dedup_horizon_hours)
+    cutoff = settings.dedup_since()
 
     in_memory = rerun_of is None and is_local(settings.table_path(SILVER_EVENTS.name))
 
