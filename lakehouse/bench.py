@@ -35,7 +35,6 @@ import datetime as dt
 import io
 import json
 import logging
-import math
 import os
 import platform
 import queue
@@ -661,7 +660,7 @@ def _released(spark):
         spark._jvm.System.gc()
 
 
-def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> dict:
+def checks_overhead(spark, settings: Settings, records: int, pairs: int = 7) -> dict:
     """Silver over the pre-loaded bronze rows (batch, into Spark's no-op sink) with and without
     the data-quality checks, in ``pairs`` alternated pairs (the rules' cost: the median of
     the pairs' own ratios), each run from the same heap (``_released``). Without: parse and
@@ -727,14 +726,15 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> 
     steps = {"without": without, "rules": rules, "small_pass": lambda: monitor_pass(smallest),
              "full_pass": lambda: monitor_pass(files)}
     seconds: dict[str, list[float]] = {name: [] for name in steps}
-    cpu: dict[str, float] = {}
+    cpus: dict[str, list[float]] = {name: [] for name in steps}
     for i in range(pairs):  # without and with the rules in turn first: neither always runs after the other
         order = ("without", "rules") if i % 2 == 0 else ("rules", "without")
         for name in (*order, *(("small_pass", "full_pass") if i < MONITOR_REPEATS else ())):
             t, c = time.monotonic(), driver_cpu_seconds()
             steps[name]()
             seconds[name].append(time.monotonic() - t)
-            cpu[name] = min(cpu.get(name, math.inf), driver_cpu_seconds() - c)
+            cpus[name].append(driver_cpu_seconds() - c)
+    cpu = {name: min(values) for name, values in cpus.items() if values}
     bronze.unpersist()
     # The monitor makes a pass (resting MONITOR_PACE times as long as each step took), then
     # waits. Per second it takes fixed / period + per_event x rate CPU seconds from the
@@ -752,11 +752,13 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> 
     share = 0.0 if period is None else min(1.0, (fixed / period + load) / (cores + load))
     # The rules' cost is the median over the pairs of each pair's own ratio: the machine's
     # speed drifts between pairs more than within one.
-    rules_cost = statistics.median(1 - w / r for w, r in zip(seconds["without"], seconds["rules"], strict=True))
+    per_pair = [1 - w / r for w, r in zip(seconds["without"], seconds["rules"], strict=True)]
+    rules_cost = statistics.median(per_pair)
     cost = 1 - (1 - rules_cost) * (1 - share)
     return {"events": records, "pairs": pairs, "without_seconds": round(without_s, 3),
             "rules_seconds": round(rules_s, 3),
             "runs_seconds": {name: [round(x, 2) for x in seconds[name]] for name in ("without", "rules")},
+            "runs_cpu_seconds": {name: [round(x, 2) for x in cpus[name]] for name in ("without", "rules")},
             "expectations_seconds": round(min(seconds["full_pass"]), 3),
             "expectations_cpu_seconds": round(cpu["full_pass"], 3),
             "expectations_fixed_cpu_seconds": round(fixed, 3),
@@ -766,7 +768,8 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 5) -> 
             "without_events_per_s": round(records / without_s, 1),
             "with_events_per_s": round(records / without_s * (1 - cost), 1),
             "with_rules_only_events_per_s": round(rules_rate, 1),
-            "cost": round(cost, 4), "rules_cost": round(rules_cost, 4)}
+            "cost": round(cost, 4), "rules_cost": round(rules_cost, 4),
+            "rules_cost_per_pair": [round(x, 4) for x in per_pair]}
 
 
 # --- 4. the original design, re-created for comparison ------------------------------------
@@ -1629,7 +1632,9 @@ def goals(r: dict) -> list[dict]:
     q = r.get("quality_overhead")
     if q:
         out.append({"goal": f"data-quality checks cost <= {GOAL_CHECKS_COST:.0%} of silver's throughput",
-                    "measured": f"{q['cost']:.0%} (row rules alone {q['rules_cost']:.0%})", "value": q["cost"],
+                    "measured": f"{q['cost']:.0%} (row rules alone {q['rules_cost']:.0%}, median of "
+                                f"{len(q['rules_cost_per_pair'])} pairs from {min(q['rules_cost_per_pair']):.0%} "
+                                f"to {max(q['rules_cost_per_pair']):.0%})", "value": q["cost"],
                     "met": q["cost"] <= GOAL_CHECKS_COST,
                     "where": f"silver without checks {q['without_seconds']:.1f} s, with the row rules "
                              f"{q['rules_seconds']:.1f} s; the Great Expectations monitor (samples of "

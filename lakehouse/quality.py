@@ -18,22 +18,22 @@ a rule:
 Cheap row checks already run on every micro-batch (silver routing). The GX validations run
 off the streaming threads: ``QualityMonitor``, a daemon thread that ``lakehouse stream``
 starts, makes one pass every ``LAKEHOUSE_DQ_INTERVAL_SECONDS`` (0: back to back, ``off``:
-never). A pass reads the rows bronze and silver gained since the last pass through
-``availableNow`` Delta streams with their own checkpoints (``_checkpoints/dq_bronze``,
-``_checkpoints/dq_silver``: each row is validated once, a pass after a crash resumes), and
-validates gold when its versions moved. ``lakehouse dq run`` makes one pass by hand. A large
-batch is validated on a random sample of ``LAKEHOUSE_DQ_SAMPLE_ROWS`` rows (key uniqueness
-on the sampled keys against the whole table; offset gaps see every row): silver's rules and
-de-duplication already judge every row,
+never). A pass validates the data files bronze and silver gained since the last version it
+validated (``storage.new_files``, from the Delta log; the version is the newest in
+quality.results, so each file is validated once and a pass after a crash resumes), and gold
+when its versions moved. ``lakehouse dq run`` makes one pass by hand. Many new rows are
+validated on a sample of ``LAKEHOUSE_DQ_SAMPLE_ROWS`` rows drawn from files drawn at random
+(key uniqueness: the sampled keys against the table within the de-duplication horizon;
+offset gaps see every row): silver's rules and de-duplication already judge every row,
 and Great Expectations' one Spark job per expectation would otherwise cost more than silver.
 A view that small (at most ``LOCAL_ROWS``) is validated by GX's pandas engine on a copy. Each
 suite runs in two passes (``validate``): every expectation with GX's cheapest result format,
 then in full only those that failed (and those with ``mostly``), for their counts and sample
 rows; the report's Data Docs run every expectation in full.
 
-Results (suite, table, Delta version, batch id, rule, expectation, success, observed value,
+Results (suite, table, Delta version, rule, expectation, success, observed value,
 unexpected count, sample rows) are appended to the Delta table ``quality.results``, exactly
-once per batch (Delta transaction ids), and copied to PostgreSQL ``quality_results``; the
+once per pass and table version (Delta transaction ids), and copied to PostgreSQL ``quality_results``; the
 quarantine counts per rule, with recent samples, go to ``quality_quarantine``. An
 expectation that cannot be evaluated (a column gone after a schema change) is a failed
 result whose reason says why, never a crash.
@@ -67,7 +67,7 @@ from pathlib import Path
 
 from lakehouse import storage
 from lakehouse.rules import CHECKS, DUPLICATE_RULE, Check, Expect, Now, Rule, in_set
-from lakehouse.settings import REPO_ROOT, ConfigError, Settings, is_local
+from lakehouse.settings import REPO_ROOT, ConfigError, Settings, is_local, local_location
 from lakehouse.tables import (
     BRONZE_EVENTS,
     GOLD_INCIDENTS,
@@ -117,7 +117,7 @@ VIEWS: dict[str, tuple[str, str]] = {
 }
 BRONZE_VIEWS = ("bronze.events", "bronze.partitions")
 # Views the monitor computes from a sample of a large batch (silver.keys: the sampled rows'
-# keys against the whole table); offset gaps need every row of the batch.
+# keys against silver within the de-duplication horizon); offset gaps need every row of the batch.
 SAMPLED_VIEWS = ("bronze.events", "silver.events", "silver.keys")
 SILVER_VIEWS = ("silver.events", "silver.keys")
 GOLD_VIEWS = ("gold.status_by_location", "gold.status_by_minute", "gold.layer_totals", "gold.open_incidents")
@@ -746,6 +746,10 @@ class QualityRunner:
         self.progress: dict[str, tuple[str, int | None]] = {}  # table -> (its Delta id, last version validated)
         self.sample = sample_rows()
         self.stopping = threading.Event()
+        for old in ("dq_bronze", "dq_silver"):  # the monitor's streams, before it read the Delta log
+            location = settings.checkpoint_path(old)
+            if is_local(location):
+                shutil.rmtree(local_location(location), ignore_errors=True)
 
     # PostgreSQL ---------------------------------------------------------------------------
     def _flush(self) -> None:

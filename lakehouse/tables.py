@@ -176,12 +176,14 @@ QUALITY_RESULTS = Table(
     grain="one row per expectation per Great Expectations validation (lakehouse/quality.py)",
     keys=("validation_id", "rule", "expectation"),
     columns=(
-        ("validation_id", "STRING", "the validation: suite and data-quality batch, or the table versions validated"),
+        ("validation_id", "STRING", "the validation: suite, the table's Delta id and the last version a pass "
+                                     "covers (bronze, silver), or the table versions validated (gold)"),
         ("validated_at", "TIMESTAMP", "when the validation ran (UTC)"),
         ("suite", "STRING", "Great Expectations suite: the table, or a view computed from it"),
         ("table_name", "STRING", "the table whose rows were validated"),
         ("delta_version", "BIGINT", "version of that table validated (the last one a batch covers)"),
-        ("batch_id", "BIGINT", "batch id of the data-quality stream; null for a validation of table versions"),
+        ("batch_id", "BIGINT", "batch id of the data-quality stream that validated before the monitor read "
+                                "table versions (older results); null since"),
         ("rule", "STRING", "the rule or layer check declared in lakehouse/rules.py"),
         ("policy", "STRING", "quarantine, warn or fail for a silver rule; check for a layer check"),
         ("expectation", "STRING", "the Great Expectations expectation and its column(s)"),

@@ -950,6 +950,17 @@ def consumer_needs(spark, settings: Settings, now: dt.datetime, out=print) -> di
                 if table:
                     need(table, int(o["reservoirVersion"]), f"the {checkpoint.name} stream",
                          snapshot=bool(o.get("isStartingVersion")))
+    from lakehouse import quality
+
+    for table in quality.MONITORED:  # the data-quality monitor reads the versions after the last it validated
+        try:
+            done = quality.validated_version(spark, settings, table, storage.table_id(spark, settings, table))
+        except Exception as e:  # noqa: BLE001 - no quality.results yet: the monitor starts from a snapshot
+            out(f"note: cannot read the data-quality monitor's position in {table} "
+                f"({str(e).strip().splitlines()[0][:120]}); it is not taken into account")
+            continue
+        if done is not None:
+            need(table, done + 1, "the data-quality monitor")
     if not local_path(settings.checkpoint_path(refine.QUERY)).exists():  # waiting at a starting version
         v = stream_source_version(settings, refine.QUERY)
         if v is not None:
