@@ -1869,20 +1869,21 @@ absolute numbers move from run to run, the ratios much less.
   Delta appends and gold's MERGEs by wrapping those functions in its own process; the rest of a
   batch ("other") is its computation: parsing, judging, de-duplicating, aggregating, checkpoints.
 - **Data-quality checks**: silver's transforms over the pre-loaded bronze rows as one batch into
-  Spark's no-op sink, in five alternated pairs (which of the two goes first alternates too;
+  Spark's no-op sink, in seven alternated pairs (which of the two goes first alternates too;
   between runs the pinned rows are freed and the JVM's garbage collected, so each run starts
   from the same heap), from the bronze columns silver reads, pinned as silver's micro-batch
-  pins them. The rules' cost is the median of the five pairs' own ratios (the machine's speed
-  drifts between pairs more than within one); the times shown are the medians of each kind:
-  without checks (parse, de-duplicate,
+  pins them. The rules' cost is the median of the seven pairs' own ratios (the machine's speed
+  drifts between pairs more than within one; the range of the pairs is shown too); the times
+  shown are the medians of each kind: without checks (parse, de-duplicate,
   keep every parsed record; its new rows pinned, as silver keeps them for gold's merge in the
   same micro-batch), with the row-level rules (silver's own split into valid and
   quarantined rows), then slowed by the data-quality monitor, which `lakehouse stream` runs in
-  a thread of its own. Its CPU seconds (of this process and Spark's JVM) are measured in two
-  parts, the least of three each: a pass over batches of 1,000 rows of bronze and silver, read from
-  their Delta tables as the monitor reads them, and the gold suites (what every pass costs),
-  and a pass over all the rows (the difference, per event: the scans that draw the sample of
-  `LAKEHOUSE_DQ_SAMPLE_ROWS` and check offset gaps on every row). The monitor makes a pass,
+  a thread of its own. Its CPU seconds (of this process and Spark's JVM) are measured from two
+  of its passes over new data files (the least of three each), as the monitor picks and reads
+  them: every file of bronze and silver, and the smallest file of each, both with the gold
+  suites. The line through the two gives a fixed part (what every pass costs) and a part per
+  event (reading every new row's Kafka coordinates for the offset gaps, the files drawn for the
+  sample of `LAKEHOUSE_DQ_SAMPLE_ROWS`). The monitor makes a pass,
   resting twice as long as each of its steps took, then waits `LAKEHOUSE_DQ_INTERVAL_SECONDS`.
   A silver running flat out writes rate x period new rows between two passes, so the per-event
   part takes its share at any interval; only the fixed part is spread over the period:
