@@ -660,6 +660,16 @@ def _released(spark):
         spark._jvm.System.gc()
 
 
+def _fewest_files(files: list[tuple[str, int]], rows: int) -> list[tuple[str, int]]:
+    """The smallest of ``files`` ((URI, records)) that together hold more than ``rows`` rows (all if they do not)."""
+    chosen: list[tuple[str, int]] = []
+    for file in sorted(files, key=lambda f: f[1]):
+        chosen.append(file)
+        if sum(n for _, n in chosen) > rows:
+            break
+    return chosen
+
+
 def checks_overhead(spark, settings: Settings, records: int, pairs: int = 7) -> dict:
     """Silver over the pre-loaded bronze rows (batch, into Spark's no-op sink) with and without
     the data-quality checks, in ``pairs`` alternated pairs (the rules' cost: the median of
@@ -670,9 +680,11 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 7) -> 
 
     The monitor's CPU is measured in two parts, from its passes over the new rows of a few
     files (``QualityRunner.validate_files``) taken as every file of both tables, and as the
-    smallest file of each, plus gold: the line through the two gives what a pass costs whatever
-    it validates (fixed) and what each new row adds (per event: the read of its coordinates
-    for the offset gaps, the files drawn for the sample). A silver running flat out writes rate
+    smallest files of each that hold more rows than its sample, plus gold: the line through the
+    two gives what a pass costs whatever it validates (fixed: its sample's validations, gold)
+    and what each new row adds (per event: the read of its coordinates for the offset gaps, the
+    files drawn for the sample). Both points sample, as the monitor does at flat out; a pass
+    over fewer new rows than the sample costs less. A silver running flat out writes rate
     x period rows between two passes, so the per-row part slows it at any interval; only the
     fixed part is spread over the interval."""
     from lakehouse import quality, storage
@@ -708,10 +720,11 @@ def checks_overhead(spark, settings: Settings, records: int, pairs: int = 7) -> 
             noop(rows.quarantine)
 
     # The monitor's pass over new rows (QualityRunner.validate_files) on every file of both
-    # tables, and on the smallest file of each: two points of its CPU against the rows it validates.
+    # tables, and on the smallest files of each that hold more rows than its sample: two points
+    # of its CPU against the rows it validates, both where it samples, as it does at flat out.
     files = {t: storage.new_files(spark, settings, t, None, storage.version(spark, settings, t))
              for t in quality.MONITORED}
-    smallest = {t: [min(f, key=lambda x: x[1])] if f else [] for t, f in files.items()}
+    smallest = {t: _fewest_files(f, sample) for t, f in files.items()}
     small_events = sum(n for f in smallest.values() for _, n in f) / len(smallest)
 
     def monitor_pass(chosen: dict) -> None:  # the bronze and silver suites on new rows, then gold as it is
@@ -1880,10 +1893,12 @@ absolute numbers move from run to run, the ratios much less.
   quarantined rows), then slowed by the data-quality monitor, which `lakehouse stream` runs in
   a thread of its own. Its CPU seconds (of this process and Spark's JVM) are measured from two
   of its passes over new data files (the least of three each), as the monitor picks and reads
-  them: every file of bronze and silver, and the smallest file of each, both with the gold
-  suites. The line through the two gives a fixed part (what every pass costs) and a part per
+  them: every file of bronze and silver, and the smallest files of each that hold more rows
+  than the sample of `LAKEHOUSE_DQ_SAMPLE_ROWS`, both with the gold suites. The line through the
+  two gives a fixed part (what every pass costs: its sample's validations, gold) and a part per
   event (reading every new row's Kafka coordinates for the offset gaps, the files drawn for the
-  sample of `LAKEHOUSE_DQ_SAMPLE_ROWS`). The monitor makes a pass,
+  sample). Both points sample, as the monitor does at flat out (a pass over fewer new rows
+  costs less). The monitor makes a pass,
   resting twice as long as each of its steps took, then waits `LAKEHOUSE_DQ_INTERVAL_SECONDS`.
   A silver running flat out writes rate x period new rows between two passes, so the per-event
   part takes its share at any interval; only the fixed part is spread over the period:
