@@ -199,19 +199,16 @@ def first_per_event(numbered: DataFrame) -> tuple[DataFrame, DataFrame]:
 
 
 def with_payload(rows: DataFrame, bronze: DataFrame) -> DataFrame:
-    """The positions and event keys of ``rows`` (few), with the payload and ingestion time of
-    the bronze rows they came from (by Kafka position). Only those two columns of ``rows`` are
-    broadcast, and bronze streams past them: one pass, nothing shuffled. Joining the payloads
-    back to every column of ``rows`` took a sort-merge join of the two small sides, with two
-    shuffles: ~1 s per batch that has copies, against ~0.1 s for the pass (1M bronze rows,
-    1,100 copies, median of 5, measured)."""
-    return (bronze.select(*COORDS, "value", "ingested_at")
-            .join(F.broadcast(rows.select(*COORDS, "event_key")), COORDS))
+    """``rows`` (few) with their payload again, from the bronze rows they came from (by Kafka
+    position). Only their positions are broadcast to pick those bronze rows, so the bronze
+    payloads are not shuffled, and a replay with millions of copies still fits."""
+    payload = bronze.select(*COORDS, "value").join(F.broadcast(rows.select(*COORDS)), COORDS, "left_semi")
+    return rows.drop("value").join(payload, COORDS).select(*rows.columns)
 
 
 def as_duplicates(copies: DataFrame) -> DataFrame:
-    """Later copies of events (positions, event keys), with their payload taken back
-    (``with_payload``) -> quarantine rows under the duplicate rule."""
+    """Later copies of events, with their payload taken back (``with_payload``) -> quarantine
+    rows under the duplicate rule."""
     duplicate = F.concat(F.lit(DUPLICATE_RULE.reason + " (event_key "), F.col("event_key"), F.lit(")"))
     return (copies.withColumns({"failed_rules": F.array(F.lit(DUPLICATE_RULE.name)), "reason": duplicate})
             .select(*_quarantine_columns()))
