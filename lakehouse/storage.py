@@ -296,9 +296,10 @@ def new_files(spark: SparkSession, settings: Settings, name: str, after: int | N
               upto: int) -> list[tuple[str, int | None]] | None:
     """The data files holding the rows the table gained after version ``after`` up to ``upto``,
     as (URI, records from the file's statistics): the files that commits in between added as new
-    data, skipping a commit that also removed data (a replay's overwrite, a restore), as a Delta
-    streaming source with ``skipChangeCommits`` does; compaction changes no data. ``after`` None:
-    every file of the table at ``upto``. None when a commit of the range is gone from the log.
+    data; compaction changes no data. ``after`` None, or a commit of the range that removed data
+    (a replay's overwrite, a restore: the table was rewritten, so all of it is new to a
+    reader): every file of the table at ``upto``. None when a commit of the range is gone from
+    the log.
 
     Read from the Delta log (the commits' ``add`` and ``remove`` actions, per the Delta protocol):
     directly on a local disk, else by Spark; the snapshot by delta-rs on a local disk, else by a
@@ -342,8 +343,8 @@ def new_files(spark: SparkSession, settings: Settings, name: str, after: int | N
     added: list[tuple[str, int | None]] = []
     for lines in per_commit:
         actions = [json.loads(line) for line in lines if line.strip()]
-        if any(a.get("remove", {}).get("dataChange", True) for a in actions if "remove" in a):
-            continue
+        if any(a["remove"].get("dataChange", True) for a in actions if "remove" in a):
+            return new_files(spark, settings, name, None, upto)
         for a in actions:
             add = a.get("add")
             if add and add.get("dataChange", True):

@@ -44,8 +44,8 @@ Restore and the streams (rule)
       bronze, not appends. Records Kafka no longer keeps cannot come back; they are counted.
 
     * any other table (``quality.results``): restored alone; nothing streams from it. The
-      data-quality streams read bronze and silver with ``skipChangeCommits``: they pass over a
-      RESTORE commit and go on with the rows appended after it.
+      data-quality monitor takes a RESTORE of bronze or silver (as a replay's overwrite) for a
+      new table: its next pass validates the table as it then is.
 
     A restore interrupted half-way is finished by running the same command again (every
     step after the RESTORE works out what is missing from the data); ``lakehouse replay``

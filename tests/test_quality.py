@@ -713,7 +713,7 @@ def test_the_monitor_reads_new_files_once_on_a_block_sample_and_offset_gaps_over
         assert f"the data-quality monitor still reads it from version {latest + 1}" in needs["bronze.events"][1]
 
 
-def test_new_files_are_the_appended_ones_not_compaction_nor_rewrites(spark, own_lake, monkeypatch):
+def test_new_files_are_the_appended_ones_not_compaction_and_all_of_a_rewritten_table(spark, own_lake, monkeypatch):
     from deltalake import DeltaTable
 
     name = "bronze.events"
@@ -722,14 +722,19 @@ def test_new_files_are_the_appended_ones_not_compaction_nor_rewrites(spark, own_
     appended = storage.new_files(spark, own_lake, name, 0, v)
     assert [n for _, n in sorted(appended, key=lambda f: f[1])] == [2, 3]
     DeltaTable(own_lake.table_path(name)).optimize.compact()  # no data change
-    storage.overwrite(storage.read(spark, own_lake, name), own_lake, name)  # data removed: skipped, as by a stream
+    assert storage.new_files(spark, own_lake, name, v, v + 1) == []
+    storage.overwrite(storage.read(spark, own_lake, name), own_lake, name)  # data removed: all of it is new
+    rewritten = v + 2
     bronze_files(spark, own_lake, [5], first=2)
     latest = storage.version(spark, own_lake, name)
-    (last,) = storage.new_files(spark, own_lake, name, v, latest)
+    (last,) = storage.new_files(spark, own_lake, name, rewritten, latest)
     assert last[1] == 1
-    assert sum(n for _, n in storage.new_files(spark, own_lake, name, None, latest)) == 6  # the snapshot
+    snapshot = storage.new_files(spark, own_lake, name, None, latest)
+    assert sum(n for _, n in snapshot) == 6
+    assert file_names(storage.new_files(spark, own_lake, name, v, latest)) == file_names(snapshot)
     monkeypatch.setattr(storage, "is_local", lambda location: False)  # the same, read by Spark
-    assert file_names(storage.new_files(spark, own_lake, name, v, latest)) == file_names([last])
+    assert file_names(storage.new_files(spark, own_lake, name, rewritten, latest)) == file_names([last])
+    assert file_names(storage.new_files(spark, own_lake, name, v, latest)) == file_names(snapshot)
     assert sum(n for _, n in storage.new_files(spark, own_lake, name, None, latest)) == 6
     (Path(own_lake.table_path(name)) / "_delta_log" / f"{v + 1:020d}.json").unlink()  # the log cleaned up
     assert storage.new_files(spark, own_lake, name, v, latest) is None
@@ -737,7 +742,8 @@ def test_new_files_are_the_appended_ones_not_compaction_nor_rewrites(spark, own_
     assert storage.new_files(spark, own_lake, name, v, latest) is None
 
 
-def test_the_monitor_finds_a_duplicate_key_in_silvers_in_memory_keys(spark, own_lake):
+def test_the_monitor_finds_a_duplicate_key_in_silvers_in_memory_keys_and_judges_a_rewritten_silver_whole(
+        spark, own_lake):
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     rows = silver_rows(spark, [{"ingested_at": now}, {"ingested_at": now}])
     storage.append_once(rows, own_lake, SILVER_EVENTS.name, "w", 0)
@@ -746,9 +752,12 @@ def test_the_monitor_finds_a_duplicate_key_in_silvers_in_memory_keys(spark, own_
     copy = silver_rows(spark, [{"ingested_at": now, "offset": 7}])  # e-0 again, slipped through
     storage.append_once(copy, own_lake, SILVER_EVENTS.name, "w", 1)
     runner.run_once()
+    storage.overwrite(rows, own_lake, SILVER_EVENTS.name)  # a replay rebuilds silver without the copy
+    runner.run_once()
     keys = quality_rows(spark, own_lake).where("suite = 'silver.keys'").orderBy("delta_version").collect()
-    assert [(r["success"], r["unexpected_count"]) for r in keys] == [(True, 0), (False, 2)]
-    assert "v1:e-0" in keys[-1]["sample_rows"]
+    assert [(r["success"], r["unexpected_count"]) for r in keys] == [(True, 0), (False, 2), (True, 0)]
+    assert keys[-1]["delta_version"] == storage.version(spark, own_lake, SILVER_EVENTS.name)
+    assert "v1:e-0" in keys[1]["sample_rows"]
 
 
 def test_the_monitor_rests_in_proportion_to_each_step_and_not_once_stopping():
