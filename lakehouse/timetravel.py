@@ -58,10 +58,11 @@ Maintenance (rule)
     VACUUM keeps removed files for ``--retain-hours`` (default: the declared window); less than
     the window is refused (lower LAKEHOUSE_TIME_TRAVEL_DAYS to keep less). For a table that a
     consumer has not finished reading, more is kept, automatically: every Delta streaming
-    query with a checkpoint under ``_checkpoints/`` (silver, gold, the data-quality streams:
-    the source version its last committed batch ended at, matched to the table by its id),
-    a stream waiting at the version a replay or restore told it to start at, and the
-    PostgreSQL sync of the gold tables (the version after its high-water mark) need every
+    query with a checkpoint under ``_checkpoints/`` (silver, gold: the source version its
+    last committed batch ended at, matched to the table by its id), a stream waiting at the
+    version a replay or restore told it to start at, the data-quality monitor (the version
+    after the last it validated) and the PostgreSQL sync of the gold tables (the version
+    after its high-water mark) need every
     file removed since that version's commit, plus 5 minutes. The retention is rounded up to
     whole hours: Delta's VACUUM rounds it to the nearest hour (0.4 h would be 0). Delta's own
     168-hour safety check is turned off for the call when less is kept, because these checks
